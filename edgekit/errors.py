@@ -1,0 +1,60 @@
+"""The one error hierarchy of edgekit, and the exit code each error maps to."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EdgekitError(Exception):
+    """Base class of every error edgekit raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EdgekitError):
+    """The caller asked for something that cannot be: a bad option, name or combination."""
+
+    exit_code = 2
+
+
+class UnknownModelError(UsageError):
+    """No model is registered under the requested name."""
+
+
+class UnknownTargetError(UsageError):
+    """No export target is registered under the requested name."""
+
+
+class InvalidSpecError(UsageError):
+    """Options that conflict or are out of range."""
+
+
+class WeightsError(UsageError):
+    """Weights that cannot be found, verified or loaded into the model."""
+
+
+class ParityError(EdgekitError):
+    """An artifact does not compute what the reference model computes."""
+
+    exit_code = 3
+
+
+class MissingBackendError(EdgekitError):
+    """An optional backend (ONNX Runtime, TensorFlow, TensorRT...) is not installed."""
+
+    exit_code = 4
+
+
+class ExportError(EdgekitError):
+    """A converter failed, crashed or timed out."""
+
+    exit_code = 1
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Returns a ' Did you mean ...?' suffix for a mistyped name, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,51 @@
+"""The reference model zoo: registry, cards, and `create_model`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from edgekit.errors import InvalidSpecError
+from edgekit.models import efficientnet, mobilenetv2, shufflenetv2  # noqa: F401  (registers the models)
+from edgekit.models._registry import get_builder, get_card, list_models, register_model, resolve_name
+from edgekit.models.card import ModelCard
+from edgekit.models.weights import load_weights, weights_path
+
+__all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]
+
+
+def model_card(name: str, num_classes: int | None = None, input_size: int | None = None) -> ModelCard:
+    """The card of `name`, adjusted for a custom class count or input size."""
+    card = get_card(name)
+    if num_classes is not None and num_classes != card.num_classes:
+        if num_classes < 1:
+            raise InvalidSpecError(f"num_classes must be at least 1, got {num_classes}")
+        card = card.replace(num_classes=num_classes, label_set=f"custom-{num_classes}")
+    if input_size is not None and input_size != card.input_size:
+        if input_size < 32:
+            raise InvalidSpecError(f"input size must be at least 32, got {input_size}")
+        card = card.replace(input_size=input_size, resize_size=max(card.resize_size * input_size // card.input_size, input_size))
+    return card
+
+
+def create_model(name: str, weights: str | Path | None = None, num_classes: int | None = None) -> nn.Module:
+    """Builds a zoo model in eval mode, optionally with weights.
+
+    Args:
+        name: a registered name or alias (see `list_models()`).
+        weights: None for random init, "imagenet" for the offline ImageNet weights, or a checkpoint path
+            (bare state_dict, a dict holding `state_dict` or `model`, DataParallel `module.` keys; for
+            effnet_lite*, also the lukemelas-style layout).
+        num_classes: size of the classifier. When it differs from the checkpoint's, the head is
+            replaced (freshly initialised) and every other weight is loaded.
+
+    Raises:
+        UnknownModelError: `name` is not registered.
+        WeightsError: weights cannot be found, verified or loaded.
+    """
+    card = get_card(name)
+    model = get_builder(card.name)(num_classes or card.num_classes)
+    if weights is not None:
+        load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
+    return model.eval()
