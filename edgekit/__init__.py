@@ -16,6 +16,11 @@ _LAZY = {
     "get_card": "edgekit.models",
     "model_card": "edgekit.models",
     "ModelCard": "edgekit.models",
+    "export": "edgekit.pipeline",
+    "Artifact": "edgekit.pipeline",
+    "verify": "edgekit.reverify",
+    "ParityReport": "edgekit.parity",
+    "list_targets": "edgekit.targets",
 }
 
 __all__ = sorted(_LAZY)

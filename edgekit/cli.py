@@ -47,7 +47,84 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--topk", type=int, default=5)
     classify.add_argument("--json", action="store_true")
     classify.set_defaults(handler=_classify)
+
+    export = commands.add_parser("export", help="export a model to a target, verifying every step")
+    export.add_argument("model")
+    export.add_argument("--target", required=True, help="see 'edgekit targets'")
+    export.add_argument("--weights", default=None, help="'imagenet' (offline) or a checkpoint path; default: seeded random init")
+    export.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
+    export.add_argument("--num-classes", type=int, default=None, help="classifier size; replaces a checkpoint head of another size")
+    export.add_argument("--calib", default=None, help="calibration images (folder) or preprocessed array (.npy)")
+    export.add_argument("--calib-size", type=int, default=100, help="calibration samples (default 100)")
+    export.add_argument("--data", default=None, help="probe images for verification (labelled by synset or folder)")
+    export.add_argument("--input-size", type=int, default=None)
+    export.add_argument("--batch", type=int, default=1)
+    export.add_argument("--dynamic-batch", action="store_true")
+    export.add_argument("--io-dtype", default="int8", choices=["int8", "float32"], help="tflite-int8 input/output type")
+    export.add_argument("--no-verify", action="store_true", help="skip parity checks (the manifest says unverified)")
+    export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
+    export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
+    _tolerance_options(export)
+    export.set_defaults(handler=_export)
+
+    verify = commands.add_parser("verify", help="re-verify an exported artifact from its manifest")
+    verify.add_argument("directory")
+    verify.add_argument("--data", default=None)
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=_verify)
+
+    targets = commands.add_parser("targets", help="list export targets and whether each is available here")
+    targets.add_argument("--json", action="store_true")
+    targets.set_defaults(handler=_targets)
     return parser
+
+
+def _tolerance_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tolerance overrides (final step)")
+    group.add_argument("--atol", type=float, default=None)
+    group.add_argument("--rtol", type=float, default=None)
+    group.add_argument("--min-cosine", type=float, default=None)
+    group.add_argument("--min-top1", type=float, default=None, dest="min_top1_agreement")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import edgekit
+
+    tolerance = {k: getattr(args, k) for k in ("atol", "rtol", "min_cosine", "min_top1_agreement")}
+    artifact = edgekit.export(
+        args.model, args.target, weights=args.weights, out=args.out, num_classes=args.num_classes,
+        input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, calib=args.calib,
+        calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
+        io_dtype=args.io_dtype, tolerance=tolerance, timeout=args.timeout,
+    )
+    print(artifact.file)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import edgekit
+
+    report = edgekit.verify(args.directory, data=args.data)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        for step in report.steps:
+            print(f"{'ok' if step.passed else 'FAILED'}  {step.artifact}: {step.summary()}")
+            for failure in step.failures:
+                print(f"  - {failure}")
+    return 0 if report.passed else 3
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from edgekit.availability import target_status
+
+    rows = target_status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(_table(("target", "available", "precision", "why not / description"),
+                 [(r["name"], "yes" if r["available"] else "no", r["precision"], r["reason"] or r["description"]) for r in rows]))
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

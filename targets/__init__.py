@@ -1,0 +1,140 @@
+"""Export targets: what each one is, declared as data (its steps, their precision and tolerance).
+
+A step names its exporter function, the file it writes, the file it reads (by default the
+previous step's output; "model" is the PyTorch module), and the precision its output is
+verified at. Every step with a precision is verified against PyTorch before the next runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgekit.errors import UnknownTargetError, did_you_mean
+
+MODEL = "model"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One conversion: `exporter` ("module:function" under edgekit.exporters) reads `input`, writes `output`."""
+
+    name: str
+    exporter: str
+    output: str
+    precision: str
+    input: str | None = None
+    side_outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named export target: its steps, what it needs installed, and what a user should know."""
+
+    name: str
+    description: str
+    steps: tuple[Step, ...]
+    requires: tuple[tuple[str, str], ...] = ()
+    calibrated: bool = False
+    supports_dynamic_batch: bool = True
+    notes: tuple[str, ...] = ()
+
+    @property
+    def artifact(self) -> str:
+        return self.steps[-1].output
+
+    @property
+    def precision(self) -> str:
+        return self.steps[-1].precision
+
+    def inputs(self) -> list[tuple[Step, str]]:
+        """Each step with the name of the file (or "model") it reads."""
+        resolved, previous = [], MODEL
+        for step in self.steps:
+            resolved.append((step, step.input or previous))
+            previous = step.output
+        return resolved
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> Target:
+    """Adds a target; a duplicate name is an error."""
+    if target.name in _TARGETS:
+        raise ValueError(f"target {target.name!r} is registered twice")
+    _TARGETS[target.name] = target
+    return target
+
+
+def get_target(name: str) -> Target:
+    """The target called `name`, or UnknownTargetError with a did-you-mean."""
+    if name not in _TARGETS:
+        raise UnknownTargetError(f"unknown target {name!r}.{did_you_mean(name, _TARGETS)} "
+                                 "Run 'edgekit targets' to list them.")
+    return _TARGETS[name]
+
+
+def list_targets() -> list[str]:
+    return list(_TARGETS)
+
+
+ONNX = (("onnx", "onnx"), ("onnxsim", "onnx"), ("onnxruntime", "onnx"))
+TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_litert", "tflite"))
+
+TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
+SIMPLIFY = Step("onnxsim", "onnx:simplify_onnx", "model.onnx", "fp32")
+TO_TFLITE = Step("onnx -> tflite fp32 (onnx2tf)", "tflite:convert_onnx2tf", "model_float32.tflite", "fp32",
+                 side_outputs=("saved_model",))
+
+register_target(Target(
+    "torchscript", "TorchScript .pt (fp32), traced or scripted, whichever verifies",
+    (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),),
+))
+register_target(Target(
+    "torchscript-mobile", "PyTorch Mobile .ptl: optimize_for_mobile and the lite-interpreter format",
+    (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),
+     Step("optimize_for_mobile -> .ptl", "torchscript:export_mobile", "model.ptl", "fp32")),
+))
+register_target(Target(
+    "onnx", "ONNX fp32, opset 17, simplified with onnxsim",
+    (TO_ONNX, SIMPLIFY), requires=ONNX,
+))
+register_target(Target(
+    "onnx-int8-dynamic", "ONNX Runtime dynamic quantization: Conv and MatMul weights int8",
+    (TO_ONNX, SIMPLIFY, Step("onnx -> int8 dynamic", "onnx:quantize_dynamic_onnx", "model.int8-dynamic.onnx", "int8-dynamic")),
+    requires=ONNX,
+))
+register_target(Target(
+    "onnx-int8", "ONNX static QDQ int8, calibrated, per-channel weights",
+    (TO_ONNX, SIMPLIFY, Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")),
+    requires=ONNX, calibrated=True,
+))
+register_target(Target(
+    "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript: only nn.Linear is int8",
+    (Step("torch -> dynamic int8 (nn.Linear only)", "torchscript:export_dynamic_int8", "model.int8-dynamic.pt", "int8-linear"),),
+    notes=("PyTorch's quantize_dynamic quantizes nn.Linear only; convolutions stay fp32.",),
+))
+register_target(Target(
+    "tflite-fp32", "TFLite fp32 via onnx2tf", (TO_ONNX, SIMPLIFY, TO_TFLITE),
+    requires=TFLITE, supports_dynamic_batch=False,
+))
+register_target(Target(
+    "tflite-fp16", "TFLite with fp16 weights (computes in fp32 on CPUs, fp16 on GPU delegates)",
+    (TO_ONNX, SIMPLIFY, TO_TFLITE,
+     Step("tflite fp32 -> fp16", "tflite:convert_fp16", "model_float16.tflite", "fp16", input="saved_model")),
+    requires=TFLITE, supports_dynamic_batch=False,
+))
+register_target(Target(
+    "tflite-int8-dynamic", "TFLite dynamic-range quantization: int8 weights, float activations",
+    (TO_ONNX, SIMPLIFY, TO_TFLITE,
+     Step("tflite fp32 -> int8 dynamic range", "tflite:convert_dynamic_range", "model_dynamic_range_quant.tflite",
+          "int8-dynamic", input="saved_model")),
+    requires=TFLITE, supports_dynamic_batch=False,
+))
+register_target(Target(
+    "tflite-int8", "TFLite full-integer int8: int8 weights and activations, calibrated",
+    (TO_ONNX, SIMPLIFY, TO_TFLITE,
+     Step("tflite fp32 -> full int8", "tflite:convert_full_int8", "model_full_integer_quant.tflite", "int8",
+          input="saved_model")),
+    requires=TFLITE, calibrated=True, supports_dynamic_batch=False,
+))

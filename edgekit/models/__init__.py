@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from edgekit.errors import InvalidSpecError
@@ -29,8 +30,14 @@ def model_card(name: str, num_classes: int | None = None, input_size: int | None
     return card
 
 
-def create_model(name: str, weights: str | Path | None = None, num_classes: int | None = None) -> nn.Module:
+def create_model(
+    name: str, weights: str | Path | None = None, num_classes: int | None = None, seed: int | None = 0
+) -> nn.Module:
     """Builds a zoo model in eval mode, optionally with weights.
+
+    Initialisation is seeded (`seed`, default 0, without touching the global RNG), so a randomly
+    initialised model, or a replaced head, is the same in every process: the converter's child
+    process and a later `edgekit verify` rebuild exactly the reference that was exported.
 
     Args:
         name: a registered name or alias (see `list_models()`).
@@ -39,13 +46,17 @@ def create_model(name: str, weights: str | Path | None = None, num_classes: int 
             effnet_lite*, also the lukemelas-style layout).
         num_classes: size of the classifier. When it differs from the checkpoint's, the head is
             replaced (freshly initialised) and every other weight is loaded.
+        seed: seed of the initialisation; None draws from the global RNG.
 
     Raises:
         UnknownModelError: `name` is not registered.
         WeightsError: weights cannot be found, verified or loaded.
     """
     card = get_card(name)
-    model = get_builder(card.name)(num_classes or card.num_classes)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = get_builder(card.name)(num_classes or card.num_classes)
     if weights is not None:
         load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
     return model.eval()

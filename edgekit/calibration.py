@@ -1,0 +1,109 @@
+"""Calibration sets for static int8: the bundled photos by default, or the user's images or array.
+
+Never random noise and never a downloaded sample. The bundled photos are real photographs under
+public-domain, CC0 and CC BY licences (`edgekit/data/calibration/LICENSES.md`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from edgekit.errors import InvalidSpecError
+from edgekit.images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
+from edgekit.models.card import ModelCard
+
+DEFAULT_SIZE = 100
+# Views of each bundled photo: (crop fraction of the shorter side, horizontal position, vertical position).
+VIEWS = ((1.0, 0.5, 0.5), (0.7, 0.5, 0.5), (0.7, 0.0, 0.0), (0.7, 1.0, 1.0), (0.7, 0.0, 1.0), (0.7, 1.0, 0.0))
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Preprocessed NCHW float32 calibration inputs, with their provenance and hash."""
+
+    data: np.ndarray
+    source: str
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "samples": int(len(self.data)), "sha256": self.sha256,
+                "shape": list(self.data.shape)}
+
+
+def bundled_images() -> list[Path]:
+    """The real photos that ship with edgekit, sorted by name."""
+    folder = resources.files("edgekit.data").joinpath("calibration")
+    return sorted(Path(str(p)) for p in folder.iterdir() if Path(str(p)).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def demo_image() -> Path:
+    """A bundled photo for demos: Chelsea the cat (CC0)."""
+    return next(p for p in bundled_images() if p.stem == "chelsea_cat")
+
+
+def load_calibration(card: ModelCard, calib: str | Path | None = None, size: int = DEFAULT_SIZE) -> CalibrationSet:
+    """The calibration inputs for `card`, preprocessed as its contract says.
+
+    Args:
+        card: the model card (sizes and normalisation).
+        calib: None for the bundled photos (several crops and mirror images of each), a folder of
+            images (the first `size` in sorted order), or a `.npy` array already preprocessed,
+            shaped [N, 3, H, W] like the model's input.
+        size: how many samples to use at most.
+    """
+    if size < 1:
+        raise InvalidSpecError(f"--calib-size must be at least 1, got {size}")
+    if calib is None:
+        data, source = _bundled_views(card, size), f"edgekit bundled photos ({len(bundled_images())} photos, {size} views)"
+    else:
+        path = Path(calib)
+        if path.suffix == ".npy":
+            data, source = _from_npy(path, card, size), f"array {path}"
+        elif path.is_dir():
+            items = find_images(path, card)[:size]
+            data, source = load_batch([i.path for i in items], card), f"folder {path} ({len(items)} images)"
+        else:
+            raise InvalidSpecError(f"--calib {str(path)!r} is neither a folder of images nor a .npy file")
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return CalibrationSet(data, source, hashlib.sha256(data.tobytes()).hexdigest())
+
+
+def _bundled_views(card: ModelCard, size: int) -> np.ndarray:
+    arrays = []
+    photos = bundled_images()
+    for view in range(len(VIEWS) * 2):
+        for photo in photos:
+            if len(arrays) == size:
+                return np.stack(arrays)
+            with Image.open(photo) as image:
+                arrays.append(preprocess(_view(image.convert("RGB"), view), card))
+    return np.stack(arrays)
+
+
+def _view(image: Image.Image, view: int) -> Image.Image:
+    fraction, fx, fy = VIEWS[view % len(VIEWS)]
+    if view >= len(VIEWS):
+        image = ImageOps.mirror(image)
+    side = int(min(image.size) * fraction)
+    left = int((image.size[0] - side) * fx)
+    top = int((image.size[1] - side) * fy)
+    return image.crop((left, top, left + side, top + side)) if fraction < 1.0 else image
+
+
+def _from_npy(path: Path, card: ModelCard, size: int) -> np.ndarray:
+    if not path.is_file():
+        raise InvalidSpecError(f"calibration file {str(path)!r} does not exist")
+    data = np.load(path, allow_pickle=False)
+    expected = (3, card.input_size, card.input_size)
+    if data.ndim != 4 or tuple(data.shape[1:]) != expected:
+        raise InvalidSpecError(
+            f"calibration array {str(path)!r} has shape {tuple(data.shape)}; expected [N, {', '.join(map(str, expected))}] "
+            "float32, preprocessed by the model card (NCHW, normalised)"
+        )
+    return data[:size]

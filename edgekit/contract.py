@@ -1,0 +1,71 @@
+"""The input/output contract of an artifact: what a caller must feed it and what comes back."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from edgekit.models.card import ModelCard
+
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16", "int8", "uint8")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of a tensor: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Preprocessing and tensor format an artifact expects, recorded in its manifest.
+
+    `input_quant` / `output_quant` are set when the artifact's input or output tensor is
+    integer; runners apply them, so callers always feed normalised float32 NCHW and read
+    float32 logits.
+    """
+
+    input_size: int
+    resize_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+    input_dtype: str = "float32"
+    output_dtype: str = "float32"
+    batch: int | None = 1
+    input_quant: Quantization | None = None
+    output_quant: Quantization | None = None
+
+    @classmethod
+    def from_card(cls, card: ModelCard, **changes: Any) -> Contract:
+        """The contract of a plain float32 NCHW artifact of `card`."""
+        base = cls(card.input_size, card.resize_size, card.interpolation, tuple(card.mean), tuple(card.std))
+        return dataclasses.replace(base, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Contract:
+        """Reads a contract back from manifest JSON."""
+        data = dict(data)
+        for key in ("input_quant", "output_quant"):
+            data[key] = Quantization(**data[key]) if data.get(key) else None
+        for key in ("mean", "std"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Contract:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def preprocessing_card(self, card: ModelCard) -> ModelCard:
+        """`card` with this contract's resize, crop and normalisation, for `images.preprocess`."""
+        return card.replace(input_size=self.input_size, resize_size=self.resize_size,
+                            interpolation=self.interpolation, mean=self.mean, std=self.std)

@@ -1,0 +1,104 @@
+"""The verifier: compares an artifact's runner with the PyTorch reference on the same probes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekit.runners.base import Runner
+from edgekit.parity.metrics import DECISIVE_MARGIN, TOLERANCES, Metrics, Tolerance, compute, failures
+from edgekit.parity.probes import Probes, build_probes
+
+__all__ = ["DECISIVE_MARGIN", "ParityReport", "Probes", "StepReport", "TOLERANCES", "Tolerance", "build_probes", "check"]
+
+COUNTING = (
+    f"top-1 agreement counts probes whose reference top-1 leads the runner-up by at least "
+    f"{DECISIVE_MARGIN:.0%} of that probe's logit range (fp32: by more than twice the allowed element error); "
+    f"near ties are reported, not counted. Cosine is averaged over probes."
+)
+
+
+@dataclass
+class StepReport:
+    """Parity of one pipeline step against the PyTorch reference."""
+
+    step: str
+    artifact: str
+    runner: str
+    tolerance: Tolerance
+    metrics: Metrics
+    by_kind: dict[str, Metrics]
+    failures: list[str]
+    gated_on: str
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "artifact": self.artifact, "runner": self.runner, "passed": self.passed,
+            "failures": self.failures, "gated_on": self.gated_on, "tolerance": self.tolerance.to_dict(),
+            "metrics": self.metrics.to_dict(), "by_kind": {k: m.to_dict() for k, m in self.by_kind.items()},
+        }
+
+    def summary(self) -> str:
+        m = self.metrics
+        agreement = "n/a" if m.top1_agreement is None else f"{m.top1_agreement:.1%} of {m.decisive_probes}"
+        text = (f"max|d| {m.max_abs:.2e}  rel {m.rel_err:.2e}  cos {m.cosine_mean:.5f} (min {m.cosine_min:.5f})  "
+                f"top-1 {agreement}  top-5 overlap {m.top5_overlap:.1%}")
+        if m.accuracy:
+            text += f"  acc {m.accuracy['reference_top1']:.1%} -> {m.accuracy['artifact_top1']:.1%}"
+        return text
+
+
+@dataclass
+class ParityReport:
+    """Parity of every step of an export."""
+
+    model: str
+    target: str
+    probes: str
+    steps: list[StepReport] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(step.passed for step in self.steps)
+
+    @property
+    def failed_step(self) -> StepReport | None:
+        return next((step for step in self.steps if not step.passed), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "target": self.target, "passed": self.passed, "probes": self.probes,
+                "counting": COUNTING, "steps": [s.to_dict() for s in self.steps]}
+
+    def describe_failure(self) -> str:
+        step = self.failed_step
+        if step is None:
+            return "all steps passed"
+        return f"parity broke at step '{step.step}' ({step.artifact}): " + "; ".join(step.failures)
+
+
+def check(step: str, runner: Runner, reference_logits: np.ndarray, probes: Probes, tolerance: Tolerance) -> StepReport:
+    """Runs `runner` on the probes and holds its logits to `tolerance` against the reference's.
+
+    Every precision is gated on all probes; quantized precisions (whose scales come from real
+    photos) are gated on the photos, and their figures on random tensors are reported beside.
+    """
+    with runner:
+        actual = runner.infer(probes.artifact)
+    labels = probes.labels
+    overall = compute(reference_logits, actual, tolerance, labels)
+    by_kind = {}
+    for kind in np.unique(probes.kinds):
+        mask = probes.select(kind)
+        by_kind[str(kind)] = compute(reference_logits[mask], actual[mask], tolerance, labels[mask])
+    quantized = tolerance.precision.startswith("int8")
+    gated_on = "image" if quantized and "image" in by_kind else "all"
+    gate = overall if gated_on == "all" else by_kind["image"]
+    return StepReport(step, runner.path.name, runner.name, tolerance, overall, by_kind, failures(gate, tolerance),
+                      "photos only (random tensors reported)" if gated_on == "image" else "all probes")
+

@@ -1,0 +1,141 @@
+"""Parity metrics between reference and artifact logits, and the tolerances they are held to."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# A probe counts towards top-1 agreement only when the reference's top-1 leads its runner-up by at
+# least this fraction of the probe's logit range: below it, the reference itself is a near tie and
+# any precision may break it. Randomly initialised models produce many such ties.
+DECISIVE_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an artifact of one precision must meet. Unset checks are not applied.
+
+    fp32 uses Polygraphy's element-wise rule: an element fails only if it exceeds both `atol` and
+    `rtol` times the reference's magnitude.
+    """
+
+    precision: str
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_top1_agreement: float | None = None
+    identical_top1: bool = False
+
+    def replace(self, **changes: Any) -> Tolerance:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TOLERANCES = {
+    "fp32": Tolerance("fp32", atol=1e-4, rtol=1e-4, identical_top1=True),
+    "fp16": Tolerance("fp16", min_cosine=0.999, min_top1_agreement=0.99),
+    "int8": Tolerance("int8", min_cosine=0.98, min_top1_agreement=0.95),
+    # Only nn.Linear is int8: close to fp32.
+    "int8-linear": Tolerance("int8-linear", min_cosine=0.9995, min_top1_agreement=0.99),
+    # Weights int8, activations quantized on the fly (ONNX Runtime dynamic, TFLite dynamic range).
+    "int8-dynamic": Tolerance("int8-dynamic", min_cosine=0.98, min_top1_agreement=0.95),
+}
+
+
+@dataclass
+class Metrics:
+    """Figures of one comparison over a set of probes."""
+
+    probes: int
+    max_abs: float
+    mean_abs: float
+    rel_err: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float | None
+    decisive_probes: int
+    top5_overlap: float
+    failed_elements: int = 0
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(den > 0, num / np.maximum(den, 1e-30), np.where(np.abs(a - b).max(1) == 0, 1.0, 0.0))
+
+
+def compute(reference: np.ndarray, actual: np.ndarray, tolerance: Tolerance, labels: np.ndarray | None = None) -> Metrics:
+    """Compares [N, classes] logits. `labels` (-1 = unknown) adds top-1/top-5 accuracy of both."""
+    reference = reference.astype(np.float64)
+    actual = actual.astype(np.float64)
+    if reference.shape != actual.shape:
+        raise ValueError(f"output shape {actual.shape} differs from the reference's {reference.shape}")
+    diff = np.abs(actual - reference)
+    finite = np.isfinite(actual).all()
+    ranges = reference.max(1) - reference.min(1)
+    order = np.argsort(-reference, axis=1)
+    margin = reference[np.arange(len(reference)), order[:, 0]] - reference[np.arange(len(reference)), order[:, 1]]
+    if tolerance.identical_top1:
+        allowed = (tolerance.atol or 0.0) + (tolerance.rtol or 0.0) * np.abs(reference).max(1)
+        decisive = margin > 2 * allowed
+    else:
+        decisive = margin >= DECISIVE_MARGIN * ranges
+    agree = order[:, 0] == np.argmax(actual, axis=1)
+    top5_ref = order[:, :5]
+    top5_act = np.argsort(-actual, axis=1)[:, :5]
+    overlap = np.mean([len(set(r) & set(a)) / r.size for r, a in zip(top5_ref, top5_act)])
+    failed = 0
+    if tolerance.atol is not None or tolerance.rtol is not None:
+        over_atol = diff > (tolerance.atol or 0.0)
+        over_rtol = diff > (tolerance.rtol or 0.0) * np.abs(reference)
+        failed = int(np.count_nonzero(over_atol & over_rtol)) + int(np.count_nonzero(~np.isfinite(actual)))
+    cosine = _cosine(reference, actual) if finite else np.zeros(len(reference))
+    metrics = Metrics(
+        probes=len(reference),
+        max_abs=float(diff.max()) if finite else float("inf"),
+        mean_abs=float(diff.mean()) if finite else float("inf"),
+        rel_err=float(diff.max() / max(ranges.mean(), 1e-12)) if finite else float("inf"),
+        cosine_min=float(cosine.min()),
+        cosine_mean=float(cosine.mean()),
+        top1_agreement=float(agree[decisive].mean()) if decisive.any() else None,
+        decisive_probes=int(decisive.sum()),
+        top5_overlap=float(overlap),
+        failed_elements=failed,
+    )
+    if labels is not None and (labels >= 0).any():
+        known = labels >= 0
+        for side, logits in (("reference", reference), ("artifact", actual)):
+            top5 = np.argsort(-logits[known], axis=1)[:, :5]
+            metrics.accuracy[f"{side}_top1"] = float(np.mean(top5[:, 0] == labels[known]))
+            metrics.accuracy[f"{side}_top5"] = float(np.mean((top5 == labels[known, None]).any(1)))
+        metrics.accuracy["labelled"] = int(known.sum())
+    return metrics
+
+
+def failures(metrics: Metrics, tolerance: Tolerance) -> list[str]:
+    """Every check of `tolerance` that `metrics` misses, as readable sentences."""
+    found = []
+    if not np.isfinite(metrics.max_abs):
+        found.append("outputs contain NaN or Inf")
+    if metrics.failed_elements:
+        found.append(f"{metrics.failed_elements} output elements exceed atol {tolerance.atol} and rtol {tolerance.rtol} "
+                     f"(max abs error {metrics.max_abs:.3g})")
+    if tolerance.min_cosine is not None and metrics.cosine_mean < tolerance.min_cosine:
+        found.append(f"mean cosine similarity {metrics.cosine_mean:.5f} is below {tolerance.min_cosine}")
+    agreement = metrics.top1_agreement
+    if tolerance.identical_top1 and agreement is not None and agreement < 1.0:
+        found.append(f"top-1 differs on {round((1 - agreement) * metrics.decisive_probes)} of "
+                     f"{metrics.decisive_probes} decisive probes")
+    if tolerance.min_top1_agreement is not None and agreement is not None and agreement < tolerance.min_top1_agreement:
+        found.append(f"top-1 agreement {agreement:.1%} over {metrics.decisive_probes} decisive probes "
+                     f"is below {tolerance.min_top1_agreement:.0%}")
+    return found

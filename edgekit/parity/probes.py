@@ -1,0 +1,60 @@
+"""Probe inputs: real photos (bundled, or the user's `--data`) plus seeded random tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.contract import Contract
+from edgekit.images import find_images, load_batch
+from edgekit.models.card import ModelCard
+
+RANDOM_PROBES = 8
+RANDOM_SEED = 20261122
+
+
+@dataclass
+class Probes:
+    """The same probes twice: preprocessed by the card (reference) and by the artifact's contract."""
+
+    reference: np.ndarray
+    artifact: np.ndarray
+    labels: np.ndarray
+    kinds: np.ndarray
+    source: str
+
+    def select(self, kind: str) -> np.ndarray:
+        return self.kinds == kind
+
+
+def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = None,
+                 random_probes: int = RANDOM_PROBES) -> Probes:
+    """Real photos preprocessed both ways, then `random_probes` seeded N(0, 1) tensors.
+
+    Without `data`, the photos are the calibration photos that ship with edgekit (unlabelled).
+    """
+    from edgekit import calibration
+
+    if data is None:
+        paths, labels, source = calibration.bundled_images(), None, "bundled photos"
+    else:
+        items = find_images(data, card)
+        paths, labels, source = [i.path for i in items], [-1 if i.label is None else i.label for i in items], str(data)
+    reference = load_batch(paths, card)
+    artifact_card = contract.preprocessing_card(card)
+    artifact = load_batch(paths, artifact_card) if artifact_card != card else reference
+    if contract.channel_order == "BGR":
+        artifact = artifact[:, ::-1].copy()
+    rng = np.random.default_rng(RANDOM_SEED)
+    noise = rng.standard_normal((random_probes, 3, card.input_size, card.input_size), dtype=np.float32)
+    kinds = np.array(["image"] * len(paths) + ["random"] * random_probes)
+    labels_array = np.array((labels or [-1] * len(paths)) + [-1] * random_probes, dtype=np.int64)
+    return Probes(
+        reference=np.concatenate([reference, noise]),
+        artifact=np.concatenate([artifact, noise]) if contract.input_size == card.input_size else artifact,
+        labels=labels_array,
+        kinds=kinds,
+        source=f"{len(paths)} {source} + {random_probes} random tensors (seed {RANDOM_SEED})",
+    )

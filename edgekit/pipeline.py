@@ -1,0 +1,255 @@
+"""The export pipeline (`edgekit.export`): runs a target's steps in isolated processes, verifies each, writes the artifact atomically."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.backends import install_hint, missing
+from edgekit.calibration import DEFAULT_SIZE, load_calibration
+from edgekit.contract import Contract, Quantization
+from edgekit.errors import InvalidSpecError, MissingBackendError, ParityError
+from edgekit.isolation import run_step
+from edgekit.manifest import MANIFEST, now, place, tool_versions, write_json
+from edgekit.models import create_model, get_card, model_card
+from edgekit.models.weights import sha256_file, weights_path
+from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
+from edgekit.runners import runner_for
+from edgekit.runners.torch_runner import TorchRunner
+from edgekit.spec import ExportSpec
+from edgekit.targets import MODEL, Target, get_target
+
+IO_DTYPES = ("int8", "float32")
+
+
+@dataclass
+class Artifact:
+    """An exported artifact: its folder, its file, its manifest and its parity report."""
+
+    directory: Path
+    file: Path
+    manifest: dict[str, Any]
+    report: ParityReport | None = None
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+
+@dataclass
+class _Progress:
+    """Prints each step with its time to stderr."""
+
+    enabled: bool
+    total: int
+    started: float = field(default_factory=time.perf_counter)
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def step(self, index: int, name: str) -> None:
+        if self.enabled:
+            print(f"  [{index}/{self.total}] {name:<40}", end="", file=sys.stderr, flush=True)
+
+    def done(self, text: str) -> None:
+        self.say(text)
+
+
+def export(
+    model: str,
+    target: str,
+    *,
+    weights: str | Path | None = None,
+    out: str | Path = "edgekit-out",
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    calib: str | Path | None = None,
+    calib_size: int = DEFAULT_SIZE,
+    data: str | Path | None = None,
+    verify: bool = True,
+    force: bool = False,
+    io_dtype: str = "int8",
+    tolerance: dict[str, Any] | None = None,
+    timeout: float = 1800.0,
+    progress: bool = True,
+) -> Artifact:
+    """Exports a zoo model to a target and verifies every step against PyTorch.
+
+    Writes `out/<model>-<target>/` holding the artifact and `manifest.json`. Nothing appears at
+    that path unless the export finishes, and an existing folder is replaced only with `force`.
+
+    Args:
+        model: zoo model name or alias.
+        target: export target name (see `edgekit targets`).
+        weights: None (random init), "imagenet" (offline) or a checkpoint path.
+        calib: calibration images (folder) or preprocessed array (.npy); default: bundled photos.
+        data: probe images (folder; labels from synsets in names or an ImageFolder layout).
+        io_dtype: input/output tensor type of `tflite-int8` ("int8" or "float32").
+        tolerance: overrides of the final precision's tolerance (atol, rtol, min_cosine, min_top1_agreement).
+
+    Raises:
+        ParityError: a step missed its tolerance. The artifact is kept in `<model>-<target>.parity-failed/`
+            and the error's `artifact` attribute points at it.
+        ExportError, MissingBackendError, UsageError subclasses: see `edgekit.errors`.
+    """
+    spec_target = get_target(target)
+    card = model_card(model, num_classes=num_classes, input_size=input_size)
+    _check_options(spec_target, batch, dynamic_batch, io_dtype, calib, calib_size)
+    _check_backends(spec_target)
+    out = Path(out)
+    final = out / f"{card.name}-{spec_target.name}"
+    if final.exists() and not force:
+        raise InvalidSpecError(f"{final} already exists; pass --force to replace it")
+    weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
+    reference = create_model(model, weights=weights_file, num_classes=num_classes)
+    progress_out = _Progress(progress, len(spec_target.steps))
+    progress_out.say(f"edgekit export {card.name} -> {spec_target.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=out))
+    work.chmod(0o755)
+    try:
+        return _export_in(work, final, spec_target, card, reference, weights, weights_file, num_classes, input_size,
+                          batch, dynamic_batch, calib, calib_size, data, verify, force, io_dtype, tolerance or {},
+                          timeout, progress_out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_in(work, final, target: Target, card, reference, weights, weights_file, num_classes, input_size, batch,
+               dynamic_batch, calib, calib_size, data, verify, force, io_dtype, overrides, timeout, progress) -> Artifact:
+    calibration = load_calibration(card, calib, calib_size) if target.calibrated else None
+    calibration_file = None
+    if calibration is not None:
+        calibration_file = str(work / "calibration.npy")
+        np.save(calibration_file, calibration.data)
+    spec = ExportSpec(card.name, target.name, None if weights is None else str(weights), weights_file, num_classes,
+                      input_size, batch, dynamic_batch, calibration_file, io_dtype, timeout)
+    base_contract = Contract.from_card(card, batch=None if dynamic_batch else batch)
+    report = probes = reference_logits = None
+    if verify:
+        probes = build_probes(card, base_contract, data)
+        with TorchRunner(reference, base_contract) as runner:
+            reference_logits = runner.infer(probes.reference)
+        report = ParityReport(card.name, target.name, probes.source)
+    (work / "logs").mkdir()
+    records, contract, last = [], base_contract, None
+    for index, (step, source) in enumerate(target.inputs(), start=1):
+        progress.step(index, step.name)
+        log = work / "logs" / f"{index}-{step.output}.log"
+        try:
+            result = run_step(step.exporter, MODEL if source == MODEL else work / source, work / step.output, spec, log)
+        except Exception:
+            _keep_log(log, final)
+            raise
+        contract = _contract(base_contract, result.get("contract", {}))
+        record = {"step": step.name, "output": step.output, "seconds": round(result["seconds"], 2),
+                  "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
+                  "notes": result.get("notes", []), "contract": contract.to_dict()}
+        records.append(record)
+        last = step
+        line = f"{record['seconds']:7.1f}s  peak {record['peak_rss_mb']:6.0f} MB"
+        if verify:
+            tolerance = TOLERANCES[step.precision]
+            if step.precision == target.precision:
+                tolerance = tolerance.replace(**overrides)
+            step_report = check(step.name, runner_for(work / step.output, contract), reference_logits, probes, tolerance)
+            report.steps.append(step_report)
+            record["parity"] = "passed" if step_report.passed else "failed"
+            line += f"  {'ok' if step_report.passed else 'PARITY FAILED'}  {step_report.summary()}"
+        progress.done(line)
+        for note in record["notes"]:
+            progress.say(f"      note: {note}")
+        if verify and not report.passed:
+            break
+    status = "unverified" if not verify else ("verified" if report.passed else "parity-failed")
+    artifact_file = work / last.output
+    manifest = _manifest(target, last, card, contract, spec, weights, weights_file, calibration, records, report,
+                         artifact_file, status)
+    keep = {artifact_file.name, MANIFEST}
+    write_json(work / MANIFEST, manifest)
+    for path in work.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    destination = final if status != "parity-failed" else final.with_name(final.name + ".parity-failed")
+    place(work, destination, force=force or status == "parity-failed")
+    artifact = Artifact(destination, destination / artifact_file.name, manifest, report)
+    progress.say(f"{status}: {artifact.file}  ({time.perf_counter() - progress.started:.1f}s)")
+    if status == "parity-failed":
+        error = ParityError(f"{report.describe_failure()}. The failing artifact is kept for inspection in {destination}")
+        error.artifact = artifact
+        raise error
+    return artifact
+
+
+def _check_options(target: Target, batch: int, dynamic_batch: bool, io_dtype: str, calib, calib_size: int) -> None:
+    if batch < 1:
+        raise InvalidSpecError(f"--batch must be at least 1, got {batch}")
+    if dynamic_batch and not target.supports_dynamic_batch:
+        raise InvalidSpecError(f"--dynamic-batch is not supported by {target.name}; export a static batch (--batch N)")
+    if dynamic_batch and batch != 1:
+        raise InvalidSpecError("--dynamic-batch and --batch N conflict: a dynamic batch has no fixed size")
+    if io_dtype not in IO_DTYPES:
+        raise InvalidSpecError(f"--io-dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+    if io_dtype != "int8" and target.name != "tflite-int8":
+        raise InvalidSpecError(f"--io-dtype applies to tflite-int8 only, not {target.name}")
+    if calib is not None and not target.calibrated:
+        raise InvalidSpecError(f"--calib applies to calibrated targets only; {target.name} uses no calibration")
+    if calib_size < 1:
+        raise InvalidSpecError(f"--calib-size must be at least 1, got {calib_size}")
+
+
+def _check_backends(target: Target) -> None:
+    absent = [(module, extra) for module, extra in target.requires if missing(module)]
+    if absent:
+        names = ", ".join(module for module, _ in absent)
+        hints = "; ".join(sorted({install_hint(module, extra) for module, extra in absent}))
+        raise MissingBackendError(f"target {target.name} needs {names}, which is not installed. Install: {hints}")
+
+
+def _contract(base: Contract, changes: dict[str, Any]) -> Contract:
+    changes = dict(changes)
+    for key in ("input_quant", "output_quant"):
+        if isinstance(changes.get(key), dict):
+            changes[key] = Quantization(**changes[key])
+    return base.replace(**changes)
+
+
+def _keep_log(log: Path, final: Path) -> None:
+    if log.is_file():
+        shutil.copy(log, final.with_name(final.name + ".export-failed.log"))
+
+
+def _manifest(target, step, card, contract, spec, weights, weights_file, calibration, records, report, artifact_file,
+              status) -> dict[str, Any]:
+    return {
+        "edgekit_manifest": 1,
+        "created": now(),
+        "status": status,
+        "model": card.name,
+        "target": target.name,
+        "description": target.description,
+        "precision": step.precision,
+        "artifact": {"file": artifact_file.name, "bytes": artifact_file.stat().st_size,
+                     "sha256": sha256_file(artifact_file)},
+        "card": card.to_dict(),
+        "contract": contract.to_dict(),
+        "weights": {"source": None if weights is None else str(weights),
+                    "sha256": None if weights_file is None else sha256_file(weights_file)},
+        "calibration": None if calibration is None else calibration.to_dict(),
+        "export": {"batch": spec.batch, "dynamic_batch": spec.dynamic_batch, "input_size": card.input_size,
+                   "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None},
+        "notes": list(target.notes) + [n for r in records for n in r["notes"]],
+        "steps": records,
+        "tools": tool_versions(),
+        "parity": None if report is None else report.to_dict(),
+    }

@@ -1,0 +1,52 @@
+"""`edgekit.verify`: re-verifies an exported artifact from its manifest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.contract import Contract
+from edgekit.errors import WeightsError
+from edgekit.manifest import read_manifest
+from edgekit.models import create_model, get_card, model_card
+from edgekit.models.weights import sha256_file, weights_path
+from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
+from edgekit.runners import runner_for
+from edgekit.runners.torch_runner import TorchRunner
+
+
+def verify(directory: str | Path, data: str | Path | None = None, threads: int | None = None) -> ParityReport:
+    """Rebuilds the PyTorch reference recorded in `directory/manifest.json` and checks the artifact again.
+
+    Raises:
+        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's.
+        InvalidSpecError: no manifest in `directory`.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    recorded = manifest["weights"]
+    weights_file = None
+    if recorded["source"] is not None:
+        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
+        actual = sha256_file(weights_file)
+        if actual != recorded["sha256"]:
+            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
+                               f"weights with sha256 {recorded['sha256']}; refusing to verify against other weights")
+    recorded_export = manifest["export"]
+    card = model_card(manifest["model"], recorded_export["num_classes"], recorded_export["input_size"])
+    reference = create_model(manifest["model"], weights=weights_file, num_classes=recorded_export["num_classes"])
+    contract = Contract.from_dict(manifest["contract"])
+    probes = build_probes(card, contract, data)
+    with TorchRunner(reference, contract, threads) as runner:
+        reference_logits = runner.infer(probes.reference)
+    tolerance = _recorded_tolerance(manifest)
+    report = ParityReport(card.name, manifest["target"], probes.source)
+    artifact = directory / manifest["artifact"]["file"]
+    report.steps.append(check("re-verify", runner_for(artifact, contract, threads=threads), reference_logits, probes, tolerance))
+    return report
+
+
+def _recorded_tolerance(manifest: dict) -> Tolerance:
+    steps = (manifest.get("parity") or {}).get("steps") or []
+    if steps:
+        return Tolerance(**steps[-1]["tolerance"])
+    return TOLERANCES[manifest["precision"]]

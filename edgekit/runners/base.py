@@ -1,0 +1,88 @@
+"""The runner interface: every runtime behind activate, infer and deactivate."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.contract import Contract
+
+
+class Runner(ABC):
+    """Runs one artifact. Callers feed normalised float32 NCHW batches and get float32 logits.
+
+    Layout changes, integer quantization of inputs and outputs, and fixed batch sizes are the
+    runner's business, never the caller's. Use as a context manager:
+
+        with OnnxRuntimeRunner(path, contract) as runner:
+            logits = runner.infer(batch)
+    """
+
+    name = "runner"
+
+    def __init__(self, path: str | Path, contract: Contract, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.contract = contract
+        self.threads = threads
+        self.active = False
+
+    def activate(self) -> None:
+        """Loads the artifact into its runtime."""
+        self._activate()
+        self.active = True
+
+    def deactivate(self) -> None:
+        """Releases the runtime's resources."""
+        self._deactivate()
+        self.active = False
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits [N, classes] for a normalised float32 NCHW batch [N, 3, H, W]."""
+        if not self.active:
+            raise RuntimeError(f"{self.name}: call activate() (or use 'with') before infer()")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        fixed = self.contract.batch
+        if fixed is None or fixed == len(batch):
+            return self._infer(batch)
+        if len(batch) % fixed:
+            chunks = [batch[i:i + 1] for i in range(len(batch))] if fixed == 1 else None
+            if chunks is None:
+                raise ValueError(f"{self.name}: batch {len(batch)} is not a multiple of the artifact's batch {fixed}")
+        else:
+            chunks = [batch[i:i + fixed] for i in range(0, len(batch), fixed)]
+        return np.concatenate([self._infer(chunk) for chunk in chunks])
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def _deactivate(self) -> None:
+        pass
+
+    def to_layout(self, batch: np.ndarray) -> np.ndarray:
+        """NCHW to the contract's layout; a contract that lies about the layout reshapes instead."""
+        if self.contract.layout == "NHWC":
+            return np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        return batch
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """Float to integer with the tensor's affine parameters, rounded and clipped."""
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer back to float32."""
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)

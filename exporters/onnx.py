@@ -1,0 +1,75 @@
+"""ONNX: export from PyTorch, simplification, and ONNX Runtime int8 quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, spec, out: Path) -> dict:
+    """torch.onnx.export (TorchScript-based exporter, opset 17), static shape unless dynamic batch."""
+    size = spec.card.input_size
+    example = torch.randn(spec.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if spec.dynamic_batch else None
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (example,), str(out), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    return {"info": {"opset": OPSET, "exporter": "torch.onnx (TorchScript-based)"}}
+
+
+def simplify_onnx(onnx_file: Path, spec, out: Path) -> dict:
+    """onnxsim: constant folding and shape inference; channel shuffle converts to TFLite only after it."""
+    import onnx
+    from onnxsim import simplify
+
+    model = onnx.load(str(onnx_file))
+    before = len(model.graph.node)
+    simplified, ok = simplify(model)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified model")
+    onnx.save(simplified, str(out))
+    return {"info": {"nodes_before": before, "nodes_after": len(simplified.graph.node)}}
+
+
+def quantize_dynamic_onnx(onnx_file: Path, spec, out: Path) -> dict:
+    """ONNX Runtime dynamic quantization: Conv and MatMul weights int8, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(onnx_file), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    return {"notes": ["Weights of Conv, MatMul and Gemm are int8; activations are quantized per batch at run time."]}
+
+
+class _Reader:
+    """Feeds the calibration set to ONNX Runtime's calibrator one sample at a time."""
+
+    def __init__(self, data: np.ndarray, batch: int) -> None:
+        self.batches = iter([data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)])
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
+    """Static QDQ int8 with per-channel weights, calibrated on `spec.calibration`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = out.with_suffix(".prep.onnx")
+    quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
+    data = np.load(spec.calibration_file)
+    quantize_static(
+        str(prepared), str(out), _Reader(data, spec.batch), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+    )
+    prepared.unlink()
+    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax", "format": "QDQ S8S8, per-channel weights"}}
