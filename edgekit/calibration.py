@@ -18,9 +18,14 @@ from edgekit.errors import InvalidSpecError
 from edgekit.images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
 from edgekit.models.card import ModelCard
 
-DEFAULT_SIZE = 100
-# Views of each bundled photo: (crop fraction of the shorter side, horizontal position, vertical position).
-VIEWS = ((1.0, 0.5, 0.5), (0.7, 0.5, 0.5), (0.7, 0.0, 0.0), (0.7, 1.0, 1.0), (0.7, 0.0, 1.0), (0.7, 1.0, 0.0))
+DEFAULT_SIZE = 40
+# Views of each bundled photo, in order: (crop fraction of the shorter side, horizontal and vertical
+# position, mirrored). Whole photos first: on ImageNet, int8 calibrated on the 40 whole and mirrored
+# views kept more accuracy than 100 views that included zoomed crops.
+VIEWS = (
+    (1.0, 0.5, 0.5, False), (1.0, 0.5, 0.5, True),
+    (0.7, 0.5, 0.5, False), (0.7, 0.0, 0.0, False), (0.7, 1.0, 1.0, False), (0.7, 0.0, 1.0, False), (0.7, 1.0, 0.0, False),
+)
 
 
 @dataclass(frozen=True)
@@ -74,21 +79,30 @@ def load_calibration(card: ModelCard, calib: str | Path | None = None, size: int
     return CalibrationSet(data, source, hashlib.sha256(data.tobytes()).hexdigest())
 
 
+def photo_views(photos: list[Path], card: ModelCard, mirrored: bool = False) -> np.ndarray:
+    """Whole photos (optionally mirrored), preprocessed by `card`."""
+    return np.stack([_preprocess_view(photo, (1.0, 0.5, 0.5, mirrored), card) for photo in photos])
+
+
+def _preprocess_view(photo: Path, view: tuple[float, float, float, bool], card: ModelCard) -> np.ndarray:
+    with Image.open(photo) as image:
+        return preprocess(_view(image.convert("RGB"), view), card)
+
+
 def _bundled_views(card: ModelCard, size: int) -> np.ndarray:
     arrays = []
     photos = bundled_images()
-    for view in range(len(VIEWS) * 2):
+    for view in VIEWS:
         for photo in photos:
             if len(arrays) == size:
                 return np.stack(arrays)
-            with Image.open(photo) as image:
-                arrays.append(preprocess(_view(image.convert("RGB"), view), card))
+            arrays.append(_preprocess_view(photo, view, card))
     return np.stack(arrays)
 
 
-def _view(image: Image.Image, view: int) -> Image.Image:
-    fraction, fx, fy = VIEWS[view % len(VIEWS)]
-    if view >= len(VIEWS):
+def _view(image: Image.Image, view: tuple[float, float, float, bool]) -> Image.Image:
+    fraction, fx, fy, mirrored = view
+    if mirrored:
         image = ImageOps.mirror(image)
     side = int(min(image.size) * fraction)
     left = int((image.size[0] - side) * fx)

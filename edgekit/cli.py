@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     export.add_argument("--num-classes", type=int, default=None, help="classifier size; replaces a checkpoint head of another size")
     export.add_argument("--calib", default=None, help="calibration images (folder) or preprocessed array (.npy)")
-    export.add_argument("--calib-size", type=int, default=100, help="calibration samples (default 100)")
+    export.add_argument("--calib-size", type=int, default=40, help="calibration samples (default 40)")
     export.add_argument("--data", default=None, help="probe images for verification (labelled by synset or folder)")
     export.add_argument("--input-size", type=int, default=None)
     export.add_argument("--batch", type=int, default=1)

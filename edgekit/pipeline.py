@@ -56,11 +56,10 @@ class _Progress:
             print(text, file=sys.stderr, flush=True)
 
     def step(self, index: int, name: str) -> None:
-        if self.enabled:
-            print(f"  [{index}/{self.total}] {name:<40}", end="", file=sys.stderr, flush=True)
+        self.say(f"  [{index}/{self.total}] {name} ...")
 
     def done(self, text: str) -> None:
-        self.say(text)
+        self.say(f"        {text}")
 
 
 def export(
@@ -141,6 +140,9 @@ def _export_in(work, final, target: Target, card, reference, weights, weights_fi
         with TorchRunner(reference, base_contract) as runner:
             reference_logits = runner.infer(probes.reference)
         report = ParityReport(card.name, target.name, probes.source)
+        if target.calibrated and calib is None and data is None:
+            report.notes.append("The probe photos are the bundled photos that also calibrated this artifact, so "
+                                "they flatter it; pass --data with your own images for an independent check.")
     (work / "logs").mkdir()
     records, contract, last = [], base_contract, None
     for index, (step, source) in enumerate(target.inputs(), start=1):

@@ -52,7 +52,8 @@ class _Reader:
     """Feeds the calibration set to ONNX Runtime's calibrator one sample at a time."""
 
     def __init__(self, data: np.ndarray, batch: int) -> None:
-        self.batches = iter([data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)])
+        self.batches_list = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
+        self.batches = iter(self.batches_list)
 
     def get_next(self):
         batch = next(self.batches, None)
@@ -64,12 +65,21 @@ def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnxruntime
+
+    from edgekit.exporters._headroom import widen
+
     prepared = out.with_suffix(".prep.onnx")
     quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
     data = np.load(spec.calibration_file)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([session.run(None, {INPUT_NAME: b})[0] for b in _Reader(data, spec.batch).batches_list])
+    low, high = widen(float(logits.min()), float(logits.max()))
     quantize_static(
         str(prepared), str(out), _Reader(data, spec.batch), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"TensorQuantOverrides": {OUTPUT_NAME: [{"rmin": np.float32(low), "rmax": np.float32(high)}]}},
     )
     prepared.unlink()
-    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax", "format": "QDQ S8S8, per-channel weights"}}
+    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax", "format": "QDQ S8S8, per-channel weights",
+                     "logits_range_calibrated": [float(logits.min()), float(logits.max())], "logits_range": [low, high]}}

@@ -62,6 +62,7 @@ class ParityReport:
     target: str
     probes: str
     steps: list[StepReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -73,7 +74,7 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "target": self.target, "passed": self.passed, "probes": self.probes,
-                "counting": COUNTING, "steps": [s.to_dict() for s in self.steps]}
+                "counting": COUNTING, "notes": self.notes, "steps": [s.to_dict() for s in self.steps]}
 
     def describe_failure(self) -> str:
         step = self.failed_step

@@ -10,8 +10,11 @@ import numpy as np
 
 # A probe counts towards top-1 agreement only when the reference's top-1 leads its runner-up by at
 # least this fraction of the probe's logit range: below it, the reference itself is a near tie and
-# any precision may break it. Randomly initialised models produce many such ties.
-DECISIVE_MARGIN = 0.02
+# any precision may break it. Randomly initialised models produce many such ties. Measured on
+# mobilenet_v2 int8 (500 ImageNet photos): at a 5% margin the right artifact agreed on 98.7% of 385
+# probes and a noise-calibrated one on 45.7%; at 2%, 96.0% against 43.8%, and the bundled photos'
+# near-synonym predictions flipped the right artifact to 82%.
+DECISIVE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,10 @@ class Tolerance:
 TOLERANCES = {
     "fp32": Tolerance("fp32", atol=1e-4, rtol=1e-4, identical_top1=True),
     "fp16": Tolerance("fp16", min_cosine=0.999, min_top1_agreement=0.99),
-    "int8": Tolerance("int8", min_cosine=0.98, min_top1_agreement=0.95),
+    # Cosine cannot tell right int8 from wrong: on 500 ImageNet photos, mobilenet_v2 int8 calibrated on
+    # noise kept cosine 0.986 (37% top-1) while the right artifact scored 0.976-0.982 (82% top-1).
+    # Top-1 agreement separates them (43% against 95.6-96.1%); cosine is kept as a sanity floor.
+    "int8": Tolerance("int8", min_cosine=0.97, min_top1_agreement=0.95),
     # Only nn.Linear is int8: close to fp32.
     "int8-linear": Tolerance("int8-linear", min_cosine=0.9995, min_top1_agreement=0.99),
     # Weights int8, activations quantized on the fly (ONNX Runtime dynamic, TFLite dynamic range).

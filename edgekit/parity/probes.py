@@ -33,28 +33,33 @@ def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = 
                  random_probes: int = RANDOM_PROBES) -> Probes:
     """Real photos preprocessed both ways, then `random_probes` seeded N(0, 1) tensors.
 
-    Without `data`, the photos are the calibration photos that ship with edgekit (unlabelled).
+    Without `data`, the photos are the ones that ship with edgekit, whole and mirrored (unlabelled).
     """
     from edgekit import calibration
 
+    artifact_card = contract.preprocessing_card(card)
     if data is None:
-        paths, labels, source = calibration.bundled_images(), None, "bundled photos"
+        photos = calibration.bundled_images()
+        reference = np.concatenate([calibration.photo_views(photos, card, mirrored) for mirrored in (False, True)])
+        artifact = reference if artifact_card == card else np.concatenate(
+            [calibration.photo_views(photos, artifact_card, mirrored) for mirrored in (False, True)])
+        labels, source, count = None, "bundled photos (whole and mirrored)", len(reference)
     else:
         items = find_images(data, card)
         paths, labels, source = [i.path for i in items], [-1 if i.label is None else i.label for i in items], str(data)
-    reference = load_batch(paths, card)
-    artifact_card = contract.preprocessing_card(card)
-    artifact = load_batch(paths, artifact_card) if artifact_card != card else reference
+        reference = load_batch(paths, card)
+        artifact = load_batch(paths, artifact_card) if artifact_card != card else reference
+        count = len(paths)
     if contract.channel_order == "BGR":
         artifact = artifact[:, ::-1].copy()
     rng = np.random.default_rng(RANDOM_SEED)
     noise = rng.standard_normal((random_probes, 3, card.input_size, card.input_size), dtype=np.float32)
-    kinds = np.array(["image"] * len(paths) + ["random"] * random_probes)
-    labels_array = np.array((labels or [-1] * len(paths)) + [-1] * random_probes, dtype=np.int64)
+    kinds = np.array(["image"] * count + ["random"] * random_probes)
+    labels_array = np.array((labels or [-1] * count) + [-1] * random_probes, dtype=np.int64)
     return Probes(
         reference=np.concatenate([reference, noise]),
         artifact=np.concatenate([artifact, noise]) if contract.input_size == card.input_size else artifact,
         labels=labels_array,
         kinds=kinds,
-        source=f"{len(paths)} {source} + {random_probes} random tensors (seed {RANDOM_SEED})",
+        source=f"{count} {source} + {random_probes} random tensors (seed {RANDOM_SEED})",
     )

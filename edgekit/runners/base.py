@@ -10,6 +10,9 @@ import numpy as np
 from edgekit.contract import Contract
 
 
+MAX_BATCH = 16
+
+
 class Runner(ABC):
     """Runs one artifact. Callers feed normalised float32 NCHW batches and get float32 logits.
 
@@ -44,7 +47,9 @@ class Runner(ABC):
             raise RuntimeError(f"{self.name}: call activate() (or use 'with') before infer()")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         fixed = self.contract.batch
-        if fixed is None or fixed == len(batch):
+        if fixed is None:
+            return np.concatenate([self._infer(batch[i:i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)])
+        if fixed == len(batch):
             return self._infer(batch)
         if len(batch) % fixed:
             chunks = [batch[i:i + 1] for i in range(len(batch))] if fixed == 1 else None

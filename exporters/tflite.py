@@ -1,0 +1,132 @@
+"""ONNX to TFLite: onnx2tf builds the TensorFlow graph; TensorFlow's converter quantizes it.
+
+onnx2tf writes a SavedModel and the fp32 file. The fp16, dynamic-range and full-integer files
+are converted from that SavedModel by `tf.lite.TFLiteConverter`, fed with edgekit's own
+calibration set, so onnx2tf's downloaded sample is never needed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+# onnx2tf 1.29 downloads this sample from GitHub unless the file already exists in its working
+# directory. edgekit writes it from its bundled photos (onnx2tf uses it only when asked to
+# quantize, which edgekit does not ask).
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def _write_onnx2tf_sample(folder: Path) -> None:
+    from PIL import Image
+
+    from edgekit.calibration import bundled_images
+
+    arrays = []
+    for path in bundled_images()[:20]:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image.convert("RGB").resize((128, 128)), np.float32) / 255.0)
+    np.save(folder / ONNX2TF_SAMPLE, np.stack(arrays))
+
+
+def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
+    """onnx2tf: a SavedModel (side output `saved_model/`) and the fp32 `.tflite`, NHWC input."""
+    import onnx2tf
+
+    saved_model = out.parent / "saved_model"
+    _write_onnx2tf_sample(Path.cwd())
+    onnx2tf.convert(
+        input_onnx_file_path=str(onnx_file), output_folder_path=str(saved_model), non_verbose=True,
+        copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
+    )
+    shutil.move(str(saved_model / "model_float32.tflite"), out)
+    for stale in saved_model.glob("*.tflite"):
+        stale.unlink()
+    return {"contract": {"layout": "NHWC"}, "info": {"converter": "onnx2tf"}}
+
+
+def _converter(saved_model: Path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return tf, converter
+
+
+def convert_fp16(saved_model: Path, spec, out: Path) -> dict:
+    """fp16 weights; the CPU interpreter dequantizes them and computes in fp32."""
+    tf, converter = _converter(saved_model)
+    converter.target_spec.supported_types = [tf.float16]
+    out.write_bytes(converter.convert())
+    return {"contract": {"layout": "NHWC"}}
+
+
+def convert_dynamic_range(saved_model: Path, spec, out: Path) -> dict:
+    """Dynamic-range quantization: int8 weights, activations quantized on the fly by hybrid kernels."""
+    _, converter = _converter(saved_model)
+    out.write_bytes(converter.convert())
+    return {"contract": {"layout": "NHWC"},
+            "notes": ["Dynamic range: weights are int8, activations stay float and are quantized per inference "
+                      "by hybrid kernels. This is not full-integer int8; use tflite-int8 for that."]}
+
+
+def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
+    """Full-integer int8: int8 weights (per channel) and activations, calibrated on `spec.calibration_file`."""
+    tf, converter = _converter(saved_model)
+    data = np.load(spec.calibration_file).transpose(0, 2, 3, 1)
+
+    def representative():
+        for sample in data:
+            yield [sample[None]]
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = tf.int8 if spec.io_dtype == "int8" else tf.float32
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    out.write_bytes(converter.convert())
+    calibrated, widened = _widen_logits(out)
+    return {"contract": {"layout": "NHWC", **_io_quantization(out)},
+            "info": {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype,
+                     "logits_range_calibrated": calibrated, "logits_range": widened}}
+
+
+def _widen_logits(path: Path) -> tuple[list[float], list[float]]:
+    """Widens the int8 logits tensor's range by LOGIT_HEADROOM, editing its quantization in place.
+
+    The kernels derive their requantization multipliers from the tensor scales when the model
+    loads, so changing the output tensor's scale and zero point is a consistent edit.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgekit.exporters._headroom import int8_params, widen
+
+    model = flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    logits = graph.tensors[graph.outputs[0]]
+    producer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
+    if not logits.quantization or not logits.quantization.scale:
+        logits = graph.tensors[producer.inputs[0]]  # float output: the int8 tensor its Dequantize reads
+    quantization = logits.quantization
+    scale, zero_point = quantization.scale[0], quantization.zeroPoint[0]
+    calibrated = [scale * (-128 - zero_point), scale * (127 - zero_point)]
+    low, high = widen(*calibrated)
+    new_scale, new_zero = int8_params(low, high)
+    quantization.scale, quantization.zeroPoint = [new_scale], [new_zero]
+    flatbuffer_utils.write_model(model, str(path))
+    return calibrated, [low, high]
+
+
+def _io_quantization(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    contract = {}
+    for side, details in (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0])):
+        dtype = np.dtype(details["dtype"]).name
+        contract[f"{side}_dtype"] = dtype
+        scale, zero_point = details["quantization"]
+        if np.issubdtype(details["dtype"], np.integer):
+            contract[f"{side}_quant"] = {"scale": float(scale), "zero_point": int(zero_point), "dtype": dtype}
+    return contract
