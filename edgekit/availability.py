@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from edgekit.backends import install_hint, missing
 from edgekit.targets import get_target, list_targets
 
 
@@ -11,10 +10,7 @@ def target_status() -> list[dict]:
     rows = []
     for name in list_targets():
         target = get_target(name)
-        absent = [(module, extra) for module, extra in target.requires if missing(module)]
-        reason = None
-        if absent:
-            reason = f"missing {', '.join(m for m, _ in absent)}: " + "; ".join(sorted({install_hint(m, e) for m, e in absent}))
-        rows.append({"name": name, "available": not absent, "precision": target.precision,
+        reason = target.unavailable_reason()
+        rows.append({"name": name, "available": reason is None, "precision": target.precision,
                      "description": target.description, "reason": reason, "steps": [s.name for s in target.steps]})
     return rows

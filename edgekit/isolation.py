@@ -23,6 +23,7 @@ def run_step(exporter: str, source: str | Path, output: Path, spec: ExportSpec, 
     Raises:
         ExportError: the converter failed, crashed or ran past `spec.timeout`; names the log.
     """
+    output = output.absolute()
     folder = output.parent
     request = folder / f".{output.name}.request.json"
     result = folder / f".{output.name}.result.json"

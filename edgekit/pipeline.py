@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.backends import install_hint, missing
 from edgekit.calibration import DEFAULT_SIZE, load_calibration
 from edgekit.contract import Contract, Quantization
 from edgekit.errors import InvalidSpecError, MissingBackendError, ParityError
@@ -105,7 +104,7 @@ def export(
     card = model_card(model, num_classes=num_classes, input_size=input_size)
     _check_options(spec_target, batch, dynamic_batch, io_dtype, calib, calib_size)
     _check_backends(spec_target)
-    out = Path(out)
+    out = Path(out).absolute()
     final = out / f"{card.name}-{spec_target.name}"
     if final.exists() and not force:
         raise InvalidSpecError(f"{final} already exists; pass --force to replace it")
@@ -211,11 +210,9 @@ def _check_options(target: Target, batch: int, dynamic_batch: bool, io_dtype: st
 
 
 def _check_backends(target: Target) -> None:
-    absent = [(module, extra) for module, extra in target.requires if missing(module)]
-    if absent:
-        names = ", ".join(module for module, _ in absent)
-        hints = "; ".join(sorted({install_hint(module, extra) for module, extra in absent}))
-        raise MissingBackendError(f"target {target.name} needs {names}, which is not installed. Install: {hints}")
+    reason = target.unavailable_reason()
+    if reason:
+        raise MissingBackendError(f"target {target.name} is unavailable here: {reason}")
 
 
 def _contract(base: Contract, changes: dict[str, Any]) -> Contract:

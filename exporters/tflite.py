@@ -36,10 +36,17 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
 
     saved_model = out.parent / "saved_model"
     _write_onnx2tf_sample(Path.cwd())
+    # onnx2tf rewrites its input file in place, and runs onnxsim only if the command is on PATH:
+    # give it a copy of the already simplified model and switch its own simplification off.
+    # onnx2tf names its outputs after the input's stem: the copy keeps the name model.onnx.
+    scratch = out.parent / "onnx2tf-input" / "model.onnx"
+    scratch.parent.mkdir()
+    shutil.copy(onnx_file, scratch)
     onnx2tf.convert(
-        input_onnx_file_path=str(onnx_file), output_folder_path=str(saved_model), non_verbose=True,
-        copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
+        input_onnx_file_path=str(scratch), output_folder_path=str(saved_model), non_verbose=True,
+        not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
     )
+    shutil.rmtree(scratch.parent)
     shutil.move(str(saved_model / "model_float32.tflite"), out)
     for stale in saved_model.glob("*.tflite"):
         stale.unlink()

@@ -26,6 +26,14 @@ def export_torchscript(model: nn.Module, spec, out: Path) -> dict:
     return {"info": {"method": method}}
 
 
+def mobile_unavailable() -> str | None:
+    """optimize_for_mobile asserts unless torch was built with XNNPACK (PyPI's Linux wheels are not)."""
+    if getattr(torch._C, "_is_xnnpack_enabled", lambda: False)():
+        return None
+    return (f"this torch build ({torch.__version__}) has no XNNPACK, which optimize_for_mobile requires; "
+            "use a torch CPU build that includes XNNPACK (PyTorch's CPU wheels and mobile builds do)")
+
+
 def export_mobile(pt_file: Path, spec, out: Path) -> dict:
     """`optimize_for_mobile` (BatchNorm folding, fusion) and the lite-interpreter format."""
     from torch.utils.mobile_optimizer import optimize_for_mobile

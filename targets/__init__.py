@@ -37,6 +37,22 @@ class Target:
     calibrated: bool = False
     supports_dynamic_batch: bool = True
     notes: tuple[str, ...] = ()
+    probe: str | None = None
+
+    def unavailable_reason(self) -> str | None:
+        """Why this target cannot run here (a backend missing, or the probe's answer), or None."""
+        import importlib
+
+        from edgekit.backends import install_hint, missing
+
+        absent = [(module, extra) for module, extra in self.requires if missing(module)]
+        if absent:
+            hints = "; ".join(sorted({install_hint(m, e) for m, e in absent}))
+            return f"needs {', '.join(m for m, _ in absent)}, which is not installed. Install: {hints}"
+        if self.probe:
+            module, function = self.probe.split(":")
+            return getattr(importlib.import_module(f"edgekit.exporters.{module}"), function)()
+        return None
 
     @property
     def artifact(self) -> str:
@@ -94,6 +110,7 @@ register_target(Target(
     "torchscript-mobile", "PyTorch Mobile .ptl: optimize_for_mobile and the lite-interpreter format",
     (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),
      Step("optimize_for_mobile -> .ptl", "torchscript:export_mobile", "model.ptl", "fp32")),
+    probe="torchscript:mobile_unavailable",
 ))
 register_target(Target(
     "onnx", "ONNX fp32, opset 17, simplified with onnxsim",

@@ -33,3 +33,21 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
             module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
             module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
     return model.eval()
+
+
+_EXPORTS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Exports (model, target, options) once per test worker and returns the Artifact."""
+    from edgekit import export
+
+    def get(model: str, target: str, **options):
+        key = (model, target, tuple(sorted(options.items())))
+        if key not in _EXPORTS:
+            out = tmp_path_factory.mktemp(f"{model}-{target}")
+            _EXPORTS[key] = export(model, target, out=out, progress=False, **options)
+        return _EXPORTS[key]
+
+    return get

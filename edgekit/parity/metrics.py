@@ -44,12 +44,15 @@ TOLERANCES = {
     "fp16": Tolerance("fp16", min_cosine=0.999, min_top1_agreement=0.99),
     # Cosine cannot tell right int8 from wrong: on 500 ImageNet photos, mobilenet_v2 int8 calibrated on
     # noise kept cosine 0.986 (37% top-1) while the right artifact scored 0.976-0.982 (82% top-1).
-    # Top-1 agreement separates them (43% against 95.6-96.1%); cosine is kept as a sanity floor.
-    "int8": Tolerance("int8", min_cosine=0.97, min_top1_agreement=0.95),
+    # Top-1 agreement separates them (43% against 95.6-96.1%); cosine stays only as a floor against
+    # broken outputs. On the bundled photos, right int8 artifacts score 0.964-0.970.
+    "int8": Tolerance("int8", min_cosine=0.95, min_top1_agreement=0.95),
     # Only nn.Linear is int8: close to fp32.
     "int8-linear": Tolerance("int8-linear", min_cosine=0.9995, min_top1_agreement=0.99),
-    # Weights int8, activations quantized on the fly (ONNX Runtime dynamic, TFLite dynamic range).
-    "int8-dynamic": Tolerance("int8-dynamic", min_cosine=0.98, min_top1_agreement=0.95),
+    # Weights int8, activations quantized on the fly (ONNX Runtime dynamic, TFLite dynamic range). ONNX
+    # Runtime's on mobilenet_v2 (500 ImageNet photos): 82.8% -> 81.4% top-1, cosine 0.975; a single
+    # flip among the ~19 decisive bundled photos is 94.7%, so the bar is 90%; noise-calibrated int8 is ~45%.
+    "int8-dynamic": Tolerance("int8-dynamic", min_cosine=0.95, min_top1_agreement=0.90),
 }
 
 

@@ -1,0 +1,117 @@
+"""Export mechanics: atomic placement, clean failures, option checks, exit codes, and re-verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit import export, verify
+from edgekit.errors import ExportError, InvalidSpecError, MissingBackendError, ParityError, UnknownTargetError, WeightsError
+from edgekit.models import create_model
+from edgekit.models.weights import sha256_file
+from edgekit.pipeline import _check_backends
+from edgekit.targets import Step, Target
+
+SMALL = "shufflenet_v2_cifar_x0_5"
+
+
+def test_existing_artifact_needs_force_and_survives_a_failed_replacement(tmp_path: Path) -> None:
+    first = export(SMALL, "onnx", out=tmp_path, progress=False)
+    before = sha256_file(first.file)
+    with pytest.raises(InvalidSpecError, match="already exists; pass --force"):
+        export(SMALL, "onnx", out=tmp_path, progress=False)
+    with pytest.raises(ExportError, match="time limit"):
+        export(SMALL, "onnx", out=tmp_path, progress=False, force=True, timeout=0.5)
+    assert sha256_file(first.file) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{SMALL}-onnx", f"{SMALL}-onnx.export-failed.log"]
+
+
+def test_failed_export_leaves_nothing_at_the_output_path(tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        export(SMALL, "torchscript", out=tmp_path, progress=False, timeout=0.5)
+    assert "Log:" in str(info.value)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{SMALL}-torchscript.export-failed.log"]
+
+
+def test_force_replaces_atomically(tmp_path: Path) -> None:
+    export(SMALL, "onnx", out=tmp_path, progress=False)
+    second = export(SMALL, "onnx", out=tmp_path, progress=False, force=True, num_classes=7)
+    assert second.manifest["export"]["num_classes"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == [f"{SMALL}-onnx"]
+
+
+def test_parity_failure_is_kept_aside_and_marked(tmp_path: Path) -> None:
+    with pytest.raises(ParityError, match="parity broke at step 'torch -> onnx'") as info:
+        export(SMALL, "onnx", out=tmp_path, progress=False, tolerance={"atol": 0.0, "rtol": 0.0})
+    failed = info.value.artifact
+    assert failed.directory == tmp_path / f"{SMALL}-onnx.parity-failed"
+    assert json.loads((failed.directory / "manifest.json").read_text())["status"] == "parity-failed"
+    assert not (tmp_path / f"{SMALL}-onnx").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"target": "tflite-fp32", "dynamic_batch": True}, "--dynamic-batch is not supported by tflite-fp32"),
+    ({"target": "onnx", "dynamic_batch": True, "batch": 4}, "conflict"),
+    ({"target": "onnx", "calib": "x.npy"}, "--calib applies to calibrated targets only"),
+    ({"target": "onnx", "io_dtype": "float32"}, "--io-dtype applies to tflite-int8 only"),
+    ({"target": "onnx", "batch": 0}, "--batch must be at least 1"),
+])
+def test_conflicting_options_are_refused(tmp_path: Path, options: dict, message: str) -> None:
+    target = options.pop("target")
+    with pytest.raises(InvalidSpecError, match=message):
+        export(SMALL, target, out=tmp_path, progress=False, **options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_target_suggests_one() -> None:
+    with pytest.raises(UnknownTargetError, match="Did you mean 'tflite-int8'"):
+        export(SMALL, "tflite-int9")
+
+
+def test_missing_backend_names_the_extra() -> None:
+    target = Target("needs-absent", "test", (Step("x", "onnx:export_onnx", "m.onnx", "fp32"),),
+                    requires=(("edgekit_absent_backend", "onnx"),))
+    with pytest.raises(MissingBackendError, match=r"needs edgekit_absent_backend, which is not installed.*pip install 'edgekit\[onnx\]'"):
+        _check_backends(target)
+
+
+def test_reverify_rebuilds_the_reference_and_refuses_other_weights(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pth"
+    torch.save(create_model(SMALL, seed=5).state_dict(), weights)
+    artifact = export(SMALL, "onnx", weights=str(weights), out=tmp_path / "out", progress=False)
+    report = verify(artifact.directory)
+    assert report.passed and report.steps[0].metrics.failed_elements == 0
+    torch.save(create_model(SMALL, seed=6).state_dict(), weights)
+    with pytest.raises(WeightsError, match="refusing to verify against other weights"):
+        verify(artifact.directory)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    ok = cli("export", SMALL, "--target", "onnx", "--out", "o", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith(f"{SMALL}-onnx/model.onnx")
+    assert "[2/2] onnxsim" in ok.stderr and "verified" in ok.stderr
+    assert cli("export", SMALL, "--target", "onnx", "--out", "o", cwd=tmp_path).returncode == 2
+    unknown = cli("export", SMALL, "--target", "onx", "--out", "o", cwd=tmp_path)
+    assert unknown.returncode == 2 and "Did you mean 'onnx'" in unknown.stderr
+    failed = cli("export", SMALL, "--target", "onnx", "--out", "o2", "--atol", "0", "--rtol", "0", cwd=tmp_path)
+    assert failed.returncode == 3 and "parity broke" in failed.stderr
+    again = cli("verify", f"o/{SMALL}-onnx", "--json", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["passed"] is True
+
+
+def test_targets_listing(tmp_path: Path) -> None:
+    result = cli("targets", "--json", cwd=tmp_path)
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert result.returncode == 0 and len(rows) == 10
+    assert all(r["available"] for name, r in rows.items() if name != "torchscript-mobile")
+    assert rows["tflite-int8"]["steps"][-1] == "tflite fp32 -> full int8"
