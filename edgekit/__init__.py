@@ -21,6 +21,7 @@ _LAZY = {
     "verify": "edgekit.reverify",
     "ParityReport": "edgekit.parity",
     "list_targets": "edgekit.targets",
+    "predict": "edgekit.predict",
 }
 
 __all__ = sorted(_LAZY)

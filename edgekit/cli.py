@@ -73,6 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 
+    bench = commands.add_parser("bench", help="export (or reuse) targets and measure latency, size, memory, accuracy")
+    bench.add_argument("model")
+    bench.add_argument("--targets", default="all", help="'all' or a comma-separated list")
+    bench.add_argument("--weights", default=None)
+    bench.add_argument("--data", default=None, help="labelled images for accuracy and parity")
+    bench.add_argument("--runs", type=int, default=50)
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--out", default="edgekit-bench")
+    bench.set_defaults(handler=_bench)
+
+    predict = commands.add_parser("predict", help="run an exported artifact on images (use this on the device)")
+    predict.add_argument("directory", metavar="ARTIFACT_DIR")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=_predict)
+
     targets = commands.add_parser("targets", help="list export targets and whether each is available here")
     targets.add_argument("--json", action="store_true")
     targets.set_defaults(handler=_targets)
@@ -157,7 +174,33 @@ def _classify(args: argparse.Namespace) -> int:
     from edgekit.classify import classify_images
 
     results = classify_images(args.model, args.images, weights=args.weights, num_classes=args.num_classes, topk=args.topk)
-    if args.json:
+    return _print_topk(results, args.json)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgekit.bench import bench, table
+
+    result = bench(args.model, args.targets, weights=args.weights, data=args.data, runs=args.runs,
+                   threads=args.threads, out=args.out)
+    header, rows = table(result)
+    print(f"{result.model}: {result.threads} threads, fp32 floor {result.matmul_gflops:.0f} GFLOP/s")
+    print(_table(header, rows))
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from edgekit.predict import predict
+
+    results = predict(args.directory, args.images, topk=args.topk)
+    if not args.json and results and results[0]["artifact_status"] != "verified":
+        print(f"warning: this artifact's manifest says {results[0]['artifact_status']!r}, not 'verified'", file=sys.stderr)
+    return _print_topk(results, args.json)
+
+
+def _print_topk(results: list[dict], as_json: bool) -> int:
+    if as_json:
         print(json.dumps(results, indent=2))
         return 0
     for result in results:

@@ -131,7 +131,8 @@ def _export_in(work, final, target: Target, card, reference, weights, weights_fi
         calibration_file = str(work / "calibration.npy")
         np.save(calibration_file, calibration.data)
     spec = ExportSpec(card.name, target.name, None if weights is None else str(weights), weights_file, num_classes,
-                      input_size, batch, dynamic_batch, calibration_file, io_dtype, timeout)
+                      input_size, batch, dynamic_batch, calibration_file, io_dtype, timeout,
+                      None if data is None else str(data))
     base_contract = Contract.from_card(card, batch=None if dynamic_batch else batch)
     report = probes = reference_logits = None
     if verify:
@@ -246,7 +247,8 @@ def _manifest(target, step, card, contract, spec, weights, weights_file, calibra
                     "sha256": None if weights_file is None else sha256_file(weights_file)},
         "calibration": None if calibration is None else calibration.to_dict(),
         "export": {"batch": spec.batch, "dynamic_batch": spec.dynamic_batch, "input_size": card.input_size,
-                   "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None},
+                   "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None,
+                   "data": spec.data},
         "notes": list(target.notes) + [n for r in records for n in r["notes"]],
         "steps": records,
         "tools": tool_versions(),

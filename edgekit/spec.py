@@ -29,6 +29,7 @@ class ExportSpec:
     calibration_file: str | None = None
     io_dtype: str = "int8"
     timeout: float = 1800.0
+    data: str | None = None
 
     @cached_property
     def card(self) -> ModelCard:

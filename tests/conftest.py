@@ -14,6 +14,22 @@ IMAGENET_SAMPLE = SHARED_DATA / "imagenet-sample"
 torch.set_num_threads(1)
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--shard", default=None, help="run shard i of n (i/n, 1-based) of the collected tests")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    index, count = (int(x) for x in shard.split("/"))
+    if not 1 <= index <= count:
+        raise pytest.UsageError(f"--shard {shard}: expected i/n with 1 <= i <= n")
+    keep = [item for position, item in enumerate(sorted(items, key=lambda i: i.nodeid)) if position % count == index - 1]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = [item for item in items if item in keep]
+
+
 @pytest.fixture(scope="session")
 def imagenet_sample() -> Path:
     """The 500 labelled ImageNet photos beside the repository (never copied into it)."""

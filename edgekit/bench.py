@@ -1,0 +1,213 @@
+"""`edgekit bench`: exports (or reuses) each target, then measures speed, size, memory, accuracy and parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.contract import Contract
+from edgekit.errors import EdgekitError, InvalidSpecError, ParityError
+from edgekit.manifest import read_manifest, write_json
+from edgekit.models import get_card, model_card
+from edgekit.models.weights import sha256_file, weights_path
+from edgekit.targets import get_target, list_targets
+
+MEASURE_TIMEOUT = 900
+
+
+@dataclass
+class BenchResult:
+    """Rows per target (plus PyTorch eager), the CPU's compute floor, and where the reports went."""
+
+    model: str
+    threads: int
+    matmul_gflops: float
+    load_before: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def bench(
+    model: str,
+    targets: str | list[str] = "all",
+    *,
+    weights: str | None = None,
+    data: str | Path | None = None,
+    runs: int = 50,
+    warmup: int = 10,
+    threads: int = 2,
+    out: str | Path = "edgekit-bench",
+    progress: bool = True,
+) -> BenchResult:
+    """Benchmarks `model` on each target with the same thread count, beside PyTorch eager fp32.
+
+    Artifacts already in `out/artifacts` whose manifest records the same weights are reused.
+    """
+    names = list_targets() if targets in ("all", ["all"]) else (targets.split(",") if isinstance(targets, str) else targets)
+    for name in names:
+        get_target(name)
+    if runs < 1 or threads < 1:
+        raise InvalidSpecError("--runs and --threads must be at least 1")
+    card = model_card(model)
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    result = BenchResult(card.name, threads, _child({"matmul": True, "threads": threads}, out)["gflops"])
+    result.load_before = os.getloadavg()[0]
+    if result.load_before > max(0.5, (os.cpu_count() or 1) - threads + 0.5) and progress:
+        print(f"warning: 1-minute load average is {result.load_before:.1f} on {os.cpu_count()} cores; other work "
+              "distorts latency (OpenMP threads spin badly when cores are oversubscribed)", file=sys.stderr)
+    reference = {"name": card.name, "weights": None if weights is None else str(weights_path(get_card(model), weights)),
+                 "num_classes": None}
+    eager = _child({"artifact": "", "contract": Contract.from_card(card, batch=None).to_dict(), "runs": runs,
+                    "warmup": warmup, "threads": threads, "model": reference}, out)
+    result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0,
+                        **eager})
+    for name in names:
+        result.rows.append(_bench_target(card.name, name, weights, data, runs, warmup, threads, out, progress))
+    _context_columns(result, card.macs)
+    result.files = _write_reports(result, out)
+    return result
+
+
+def _bench_target(model, target, weights, data, runs, warmup, threads, out, progress) -> dict[str, Any]:
+    row: dict[str, Any] = {"target": target}
+    reason = get_target(target).unavailable_reason()
+    if reason:
+        return row | {"status": "unavailable", "reason": reason}
+    try:
+        directory = _artifact(model, target, weights, data, out / "artifacts", progress)
+    except ParityError as exc:
+        directory = exc.artifact.directory
+    except EdgekitError as exc:
+        return row | {"status": "export-failed", "reason": str(exc).splitlines()[0]}
+    manifest = read_manifest(directory)
+    last = manifest["parity"]["steps"][-1]["metrics"] if manifest.get("parity") else {}
+    row |= {"status": "ok" if manifest["status"] == "verified" else manifest["status"],
+            "bytes": manifest["artifact"]["bytes"], "precision": manifest["precision"],
+            "top1_agreement": last.get("top1_agreement"), "decisive_probes": last.get("decisive_probes"),
+            "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
+    row |= _child({"artifact": str(directory / manifest["artifact"]["file"]), "contract": manifest["contract"],
+                   "runs": runs, "warmup": warmup, "threads": threads}, out)
+    return row
+
+
+def _artifact(model, target, weights, data, artifacts: Path, progress) -> Path:
+    from edgekit import export
+
+    directory = artifacts / f"{model}-{target}"
+    expected = None if weights is None else sha256_file(weights_path(get_card(model), weights))
+    if (directory / "manifest.json").is_file():
+        manifest = read_manifest(directory)
+        recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
+        if recorded == (expected, "verified", None if data is None else str(data)):
+            return directory
+    return export(model, target, weights=weights, out=artifacts, data=data, force=True, progress=progress).directory
+
+
+def _child(request: dict, out: Path) -> dict:
+    with tempfile.TemporaryDirectory(dir=out) as folder:
+        request_file, result_file = Path(folder) / "request.json", Path(folder) / "result.json"
+        request_file.write_text(json.dumps(request | {"result": str(result_file)}))
+        process = subprocess.run([sys.executable, "-m", "edgekit.timing", str(request_file)], capture_output=True,
+                                 text=True, timeout=MEASURE_TIMEOUT)
+        if process.returncode != 0:
+            raise EdgekitError(f"benchmark process failed:\n{process.stderr[-2000:]}")
+        return json.loads(result_file.read_text())
+
+
+def _context_columns(result: BenchResult, macs: int) -> None:
+    eager = result.rows[0]["median_ms"]
+    floor_ms = 2 * macs / (result.matmul_gflops * 1e9) * 1000
+    for row in result.rows:
+        if "median_ms" in row:
+            row["speedup_vs_eager"] = eager / row["median_ms"]
+            row["floor_ms"] = floor_ms
+            row["fraction_of_floor"] = floor_ms / row["median_ms"]
+
+
+def table(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+    """The terminal and markdown table: header and rows."""
+    header = ["target", "status", "size MB", "median ms", "p90 ms", "img/s b8", "peak MB", "x eager", "of floor",
+              "top-1", "top-5", "agree", "note"]
+    rows = []
+    for r in result.rows:
+        accuracy = r.get("accuracy") or {}
+        if r["status"] == "reference":
+            top1, top5 = _first_accuracy(result, "reference_top1"), _first_accuracy(result, "reference_top5")
+        else:
+            top1, top5 = accuracy.get("artifact_top1"), accuracy.get("artifact_top5")
+        rows.append([
+            r["target"], r["status"], _fmt(r.get("bytes"), lambda v: f"{v / 1e6:.1f}"),
+            _fmt(r.get("median_ms"), "{:.2f}"), _fmt(r.get("p90_ms"), "{:.2f}"), _fmt(r.get("throughput_batch8"), "{:.0f}"),
+            _fmt(r.get("peak_rss_mb"), "{:.0f}"), _fmt(r.get("speedup_vs_eager"), "{:.1f}"),
+            _fmt(r.get("fraction_of_floor"), "{:.0%}"), _fmt(top1, "{:.1%}"), _fmt(top5, "{:.1%}"),
+            _fmt(r.get("top1_agreement"), "{:.1%}"), (r.get("reason") or "")[:60],
+        ])
+    return header, rows
+
+
+def _first_accuracy(result: BenchResult, key: str):
+    return next((r["accuracy"][key] for r in result.rows if (r.get("accuracy") or {}).get(key) is not None), None)
+
+
+def _fmt(value, spec) -> str:
+    if value is None:
+        return ""
+    return spec(value) if callable(spec) else spec.format(value)
+
+
+def _write_reports(result: BenchResult, out: Path) -> dict[str, str]:
+    header, rows = table(result)
+    data = {"model": result.model, "threads": result.threads, "matmul_gflops": result.matmul_gflops,
+            "load_average_before": result.load_before, "cpu_count": os.cpu_count(), "rows": result.rows}
+    write_json(out / "bench.json", data)
+    lines = [f"# edgekit bench: {result.model}", "",
+             f"{result.threads} threads, batch 1 latency over the runs after warm-up; fp32 compute floor "
+             f"{result.matmul_gflops:.0f} GFLOP/s (2048x2048 matmul, same run), which puts this model at "
+             f"{result.rows[0].get('floor_ms', 0):.2f} ms.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    files = {"json": str(out / "bench.json"), "markdown": str(out / "bench.md")}
+    plot = _plot(result, out / "bench.png")
+    if plot:
+        files["plot"] = plot
+    return files
+
+
+def _plot(result: BenchResult, path: Path) -> str | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labelled = _first_accuracy(result, "reference_top1") is not None
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for row in result.rows:
+        if "median_ms" not in row:
+            continue
+        if labelled:
+            value = _first_accuracy(result, "reference_top1") if row["status"] == "reference" else (row.get("accuracy") or {}).get("artifact_top1")
+        else:
+            value = row.get("top1_agreement")
+        if value is None:
+            continue
+        axes.scatter(row["median_ms"], value * 100, color="tab:red" if row["status"] not in ("ok", "reference") else "tab:blue")
+        axes.annotate(row["target"], (row["median_ms"], value * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel(f"median latency, batch 1, {result.threads} threads (ms, log scale)")
+    axes.set_ylabel("top-1 accuracy (%)" if labelled else "top-1 agreement with PyTorch fp32 (%)")
+    axes.set_title(f"edgekit bench: {result.model}")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return str(path)

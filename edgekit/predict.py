@@ -1,0 +1,39 @@
+"""`edgekit predict`: runs an exported artifact on image files, with the preprocessing its manifest records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.classify import top_classes
+from edgekit.contract import Contract
+from edgekit.errors import InvalidSpecError
+from edgekit.images import load_batch
+from edgekit.manifest import read_manifest
+from edgekit.models import model_card
+from edgekit.runners import runner_for
+
+
+def predict(directory: str | Path, images: list[str | Path], topk: int = 5, threads: int | None = None) -> list[dict]:
+    """Top-k classes for each image, from the artifact in `directory` (its own runtime, no PyTorch model).
+
+    Raises:
+        InvalidSpecError: no manifest, missing image files, or a bad `topk`.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
+    if topk < 1:
+        raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
+    recorded = manifest["export"]
+    card = model_card(manifest["model"], recorded["num_classes"], recorded["input_size"])
+    contract = Contract.from_dict(manifest["contract"])
+    batch = load_batch([Path(p) for p in images], contract.preprocessing_card(card))
+    if contract.channel_order == "BGR":
+        batch = batch[:, ::-1].copy()
+    with runner_for(directory / manifest["artifact"]["file"], contract, threads=threads) as runner:
+        logits = runner.infer(batch)
+    status = manifest["status"]
+    return [{"image": str(p), "artifact_status": status, "topk": top_classes(row, card.class_names, min(topk, card.num_classes))}
+            for p, row in zip(images, logits)]

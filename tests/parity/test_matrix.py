@@ -1,0 +1,43 @@
+"""The release parity suite (`make parity`): every model through every target, verified.
+
+Runs with `-m parity`; shard with `--shard i/n`. The default suite keeps the coverage test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.errors import ParityError
+from edgekit.models import get_card
+from edgekit.targets import get_target
+from tests.parity.conftest import record_cell
+from tests.parity.matrix import ALL_PAIRS, MATRIX, UNSUPPORTED
+
+
+def test_every_pair_is_tested_or_listed_unsupported_with_a_reason() -> None:
+    assert sorted(MATRIX + list(UNSUPPORTED)) == sorted(ALL_PAIRS)
+    assert all(reason.strip() for reason in UNSUPPORTED.values())
+    assert not set(UNSUPPORTED) - set(ALL_PAIRS), "an unsupported pair names no real model or target"
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("model, target", MATRIX, ids=[f"{m}-{t}" for m, t in MATRIX])
+def test_pair_verifies(tmp_path, model: str, target: str) -> None:
+    from edgekit import export
+
+    reason = get_target(target).unavailable_reason()
+    if reason:
+        record_cell(model, target, {"status": "unavailable", "reason": reason})
+        pytest.skip(f"{target} is unavailable here: {reason}")
+    weights = "imagenet" if get_card(model).offline_weights else None
+    try:
+        artifact = export(model, target, weights=weights, out=tmp_path, progress=False)
+    except ParityError as exc:
+        record_cell(model, target, {"status": "parity-failed", "figure": str(exc)[:200]})
+        raise
+    metrics = artifact.report.steps[-1].metrics
+    figure = (f"max {metrics.max_abs:.1e}" if artifact.manifest["precision"] == "fp32"
+              else f"agree {metrics.top1_agreement:.0%}" if metrics.top1_agreement is not None
+              else f"cos {metrics.cosine_mean:.4f}")
+    record_cell(model, target, {"status": "ok", "figure": figure, "weights": weights or "seeded random",
+                                "bytes": artifact.manifest["artifact"]["bytes"]})

@@ -1,0 +1,48 @@
+"""`edgekit bench` measures real runs and writes its reports; `edgekit predict` runs an artifact on images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekit.bench import bench
+from edgekit.calibration import demo_image
+from edgekit.errors import InvalidSpecError
+from edgekit.predict import predict
+
+
+@pytest.mark.slow
+def test_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
+    result = bench("shufflenet_v2_cifar_x0_5", "onnx,torch-int8-dynamic,torchscript-mobile", runs=5, warmup=2,
+                   out=tmp_path, progress=False)
+    rows = {r["target"]: r for r in result.rows}
+    assert list(rows) == ["pytorch (eager fp32)", "onnx", "torch-int8-dynamic", "torchscript-mobile"]
+    assert result.matmul_gflops > 1
+    for name in ("pytorch (eager fp32)", "onnx", "torch-int8-dynamic"):
+        assert 0 < rows[name]["median_ms"] <= rows[name]["p90_ms"]
+        assert rows[name]["peak_rss_mb"] > 50 and rows[name]["fraction_of_floor"] > 0
+    assert rows["onnx"]["status"] == "ok" and rows["onnx"]["bytes"] > 100_000
+    assert rows["pytorch (eager fp32)"]["throughput_batch8"] > 0 and rows["onnx"]["throughput_batch8"] is None
+    if rows["torchscript-mobile"]["status"] == "unavailable":
+        assert "XNNPACK" in rows["torchscript-mobile"]["reason"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["target"] for r in saved["rows"]] == list(rows)
+    assert "| onnx | ok |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    again = bench("shufflenet_v2_cifar_x0_5", "onnx", runs=3, warmup=1, out=tmp_path, progress=False)
+    assert again.rows[1]["artifact"] == rows["onnx"]["artifact"]  # reused, not exported again
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mobilenet_v2")
+def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path) -> None:
+    artifact = exported("mobilenet_v2", "tflite-int8", weights="imagenet")
+    tench = imagenet_sample / "n01440764_tench.JPEG"
+    results = predict(artifact.directory, [tench, demo_image()], topk=3)
+    assert results[0]["topk"][0]["name"] == "tench" and results[0]["topk"][0]["probability"] > 0.5
+    assert results[1]["topk"][0]["name"] in ("Egyptian cat", "tabby", "tiger cat")
+    assert results[0]["artifact_status"] == "verified"
+    with pytest.raises(InvalidSpecError, match="not found"):
+        predict(artifact.directory, [tench.with_name("absent.jpg")])
