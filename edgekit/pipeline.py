@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -109,6 +110,9 @@ def export(
     if final.exists() and not force:
         raise InvalidSpecError(f"{final} already exists; pass --force to replace it")
     weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
+    spec = ExportSpec(card.name, spec_target.name, None if weights is None else str(weights), weights_file,
+                      num_classes, input_size, batch, dynamic_batch, None, io_dtype, timeout,
+                      None if data is None else str(data))
     reference = create_model(model, weights=weights_file, num_classes=num_classes)
     progress_out = _Progress(progress, len(spec_target.steps))
     progress_out.say(f"edgekit export {card.name} -> {spec_target.name}")
@@ -116,35 +120,47 @@ def export(
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=out))
     work.chmod(0o755)
     try:
-        return _export_in(work, final, spec_target, card, reference, weights, weights_file, num_classes, input_size,
-                          batch, dynamic_batch, calib, calib_size, data, verify, force, io_dtype, tolerance or {},
-                          timeout, progress_out)
+        calibration = load_calibration(card, calib, calib_size) if spec_target.calibrated else None
+        if calibration is not None:
+            np.save(work / "calibration.npy", calibration.data)
+            spec = dataclasses.replace(spec, calibration_file=str(work / "calibration.npy"))
+        checked = _reference_report(spec_target, card, reference, spec, calib) if verify else None
+        records, contract, last = _run_steps(work, final, spec_target, card, spec, checked, tolerance or {}, progress_out)
+        status = "unverified" if checked is None else ("verified" if checked.report.passed else "parity-failed")
+        manifest = _manifest(spec_target, last, card, contract, spec, calibration, records, checked,
+                             work / last.output, status)
+        return _finish(work, final, manifest, checked, force, progress_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export_in(work, final, target: Target, card, reference, weights, weights_file, num_classes, input_size, batch,
-               dynamic_batch, calib, calib_size, data, verify, force, io_dtype, overrides, timeout, progress) -> Artifact:
-    calibration = load_calibration(card, calib, calib_size) if target.calibrated else None
-    calibration_file = None
-    if calibration is not None:
-        calibration_file = str(work / "calibration.npy")
-        np.save(calibration_file, calibration.data)
-    spec = ExportSpec(card.name, target.name, None if weights is None else str(weights), weights_file, num_classes,
-                      input_size, batch, dynamic_batch, calibration_file, io_dtype, timeout,
-                      None if data is None else str(data))
-    base_contract = Contract.from_card(card, batch=None if dynamic_batch else batch)
-    report = probes = reference_logits = None
-    if verify:
-        probes = build_probes(card, base_contract, data)
-        with TorchRunner(reference, base_contract) as runner:
-            reference_logits = runner.infer(probes.reference)
-        report = ParityReport(card.name, target.name, probes.source)
-        if target.calibrated and calib is None and data is None:
-            report.notes.append("The probe photos are the bundled photos that also calibrated this artifact, so "
-                                "they flatter it; pass --data with your own images for an independent check.")
+@dataclass
+class _Reference:
+    """The probes and the PyTorch reference's logits on them, with the report being filled in."""
+
+    probes: Any
+    logits: np.ndarray
+    report: ParityReport
+
+
+def _reference_report(target: Target, card, reference, spec: ExportSpec, calib) -> _Reference:
+    contract = Contract.from_card(card, batch=None if spec.dynamic_batch else spec.batch)
+    probes = build_probes(card, contract, spec.data)
+    with TorchRunner(reference, contract) as runner:
+        logits = runner.infer(probes.reference)
+    report = ParityReport(card.name, target.name, probes.source)
+    if target.calibrated and calib is None and spec.data is None:
+        report.notes.append("The probe photos are the bundled photos that also calibrated this artifact, so "
+                            "they flatter it; pass --data with your own images for an independent check.")
+    return _Reference(probes, logits, report)
+
+
+def _run_steps(work: Path, final: Path, target: Target, card, spec: ExportSpec, reference: _Reference | None,
+               overrides: dict[str, Any], progress: _Progress):
+    """Runs each step in its own process and verifies its output before the next; stops at a parity failure."""
+    base = Contract.from_card(card, batch=None if spec.dynamic_batch else spec.batch)
     (work / "logs").mkdir()
-    records, contract, last = [], base_contract, None
+    records, contract, last = [], base, None
     for index, (step, source) in enumerate(target.inputs(), start=1):
         progress.step(index, step.name)
         log = work / "logs" / f"{index}-{step.output}.log"
@@ -153,38 +169,43 @@ def _export_in(work, final, target: Target, card, reference, weights, weights_fi
         except Exception:
             _keep_log(log, final)
             raise
-        contract = _contract(base_contract, result.get("contract", {}))
+        contract = _contract(base, result.get("contract", {}))
         record = {"step": step.name, "output": step.output, "seconds": round(result["seconds"], 2),
                   "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
                   "notes": result.get("notes", []), "contract": contract.to_dict()}
         records.append(record)
         last = step
         line = f"{record['seconds']:7.1f}s  peak {record['peak_rss_mb']:6.0f} MB"
-        if verify:
+        if reference is not None:
             tolerance = TOLERANCES[step.precision]
             if step.precision == target.precision:
                 tolerance = tolerance.replace(**overrides)
-            step_report = check(step.name, runner_for(work / step.output, contract), reference_logits, probes, tolerance)
-            report.steps.append(step_report)
+            step_report = check(step.name, runner_for(work / step.output, contract), reference.logits,
+                                reference.probes, tolerance)
+            reference.report.steps.append(step_report)
             record["parity"] = "passed" if step_report.passed else "failed"
             line += f"  {'ok' if step_report.passed else 'PARITY FAILED'}  {step_report.summary()}"
         progress.done(line)
         for note in record["notes"]:
             progress.say(f"      note: {note}")
-        if verify and not report.passed:
+        if reference is not None and not reference.report.passed:
             break
-    status = "unverified" if not verify else ("verified" if report.passed else "parity-failed")
-    artifact_file = work / last.output
-    manifest = _manifest(target, last, card, contract, spec, weights, weights_file, calibration, records, report,
-                         artifact_file, status)
-    keep = {artifact_file.name, MANIFEST}
+    return records, contract, last
+
+
+def _finish(work: Path, final: Path, manifest: dict[str, Any], reference: _Reference | None, force: bool,
+            progress: _Progress) -> Artifact:
+    """Leaves only the artifact and its manifest, moves them into place, and raises on a parity failure."""
+    status = manifest["status"]
+    keep = {manifest["artifact"]["file"], MANIFEST}
     write_json(work / MANIFEST, manifest)
     for path in work.iterdir():
         if path.name not in keep:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     destination = final if status != "parity-failed" else final.with_name(final.name + ".parity-failed")
     place(work, destination, force=force or status == "parity-failed")
-    artifact = Artifact(destination, destination / artifact_file.name, manifest, report)
+    report = None if reference is None else reference.report
+    artifact = Artifact(destination, destination / manifest["artifact"]["file"], manifest, report)
     progress.say(f"{status}: {artifact.file}  ({time.perf_counter() - progress.started:.1f}s)")
     if status == "parity-failed":
         error = ParityError(f"{report.describe_failure()}. The failing artifact is kept for inspection in {destination}")
@@ -229,8 +250,9 @@ def _keep_log(log: Path, final: Path) -> None:
         shutil.copy(log, final.with_name(final.name + ".export-failed.log"))
 
 
-def _manifest(target, step, card, contract, spec, weights, weights_file, calibration, records, report, artifact_file,
+def _manifest(target, step, card, contract, spec: ExportSpec, calibration, records, reference, artifact_file,
               status) -> dict[str, Any]:
+    report = None if reference is None else reference.report
     return {
         "edgekit_manifest": 1,
         "created": now(),
@@ -243,8 +265,8 @@ def _manifest(target, step, card, contract, spec, weights, weights_file, calibra
                      "sha256": sha256_file(artifact_file)},
         "card": card.to_dict(),
         "contract": contract.to_dict(),
-        "weights": {"source": None if weights is None else str(weights),
-                    "sha256": None if weights_file is None else sha256_file(weights_file)},
+        "weights": {"source": spec.weights,
+                    "sha256": None if spec.weights_file is None else sha256_file(spec.weights_file)},
         "calibration": None if calibration is None else calibration.to_dict(),
         "export": {"batch": spec.batch, "dynamic_batch": spec.dynamic_batch, "input_size": card.input_size,
                    "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None,
