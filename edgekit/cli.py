@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="edgekit-bench")
     bench.set_defaults(handler=_bench)
 
+    fp16 = commands.add_parser("check-fp16", help="FP16 risk check on the CPU: layer ranges and emulated FP16 parity")
+    fp16.add_argument("model")
+    fp16.add_argument("--weights", default=None)
+    fp16.add_argument("--data", default=None)
+    fp16.add_argument("--num-classes", type=int, default=None)
+    fp16.add_argument("--json", action="store_true")
+    fp16.set_defaults(handler=_check_fp16)
+
     predict = commands.add_parser("predict", help="run an exported artifact on images (use this on the device)")
     predict.add_argument("directory", metavar="ARTIFACT_DIR")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
@@ -188,6 +196,30 @@ def _bench(args: argparse.Namespace) -> int:
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _check_fp16(args: argparse.Namespace) -> int:
+    from edgekit.fp16 import check_fp16
+
+    report = check_fp16(args.model, weights=args.weights, data=args.data, num_classes=args.num_classes)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.passed else 3
+    worst = report.worst
+    emulated = report.emulated["images"]
+    print(f"{report.model}: {len(report.layers)} layers checked on {report.probes}")
+    print(f"worst layer: {worst.name} ({worst.kind}) max |x| {worst.absmax:.4g} "
+          f"({worst.absmax / 65504:.2%} of FP16 max), {worst.underflow:.2%} of values below FP16 normal range")
+    for layer in report.flagged:
+        for flag in layer.flags:
+            print(f"  {layer.name}: {flag}")
+    agreement = "n/a" if emulated["top1_agreement"] is None else f"{emulated['top1_agreement']:.1%}"
+    print(f"emulated FP16 (CPU): cosine {emulated['cosine_mean']:.6f} (min {emulated['cosine_min']:.6f}), "
+          f"top-1 agreement {agreement} of {emulated['decisive_probes']}, max |d| {emulated['max_abs']:.3g}")
+    print("expected FP16 parity: " + ("passes" if report.passed else "FAILS: " + "; ".join(report.failures)))
+    if report.keep_fp32():
+        print("keep in FP32: " + ", ".join(report.keep_fp32()))
+    return 0 if report.passed else 3
 
 
 def _predict(args: argparse.Namespace) -> int:
