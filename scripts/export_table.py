@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgekit import export
-from edgekit.errors import EdgekitError, ParityError
+from edgekit.errors import ParityError
 from edgekit.targets import get_target, list_targets
 
 
@@ -31,8 +31,8 @@ def run(out: Path, model: str, weights: str | None, data: str | None) -> list[di
             artifact = export(model, target, weights=weights, out=out / "artifacts", data=data, force=True)
         except ParityError as exc:
             artifact = exc.artifact
-        except EdgekitError as exc:
-            rows.append(row | {"status": "export-failed", "reason": str(exc).splitlines()[0]})
+        except Exception as exc:  # a table row per failure, whatever raised it
+            rows.append(row | {"status": "export-failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"})
             continue
         manifest = artifact.manifest
         row |= {

@@ -83,14 +83,24 @@ class ParityReport:
         return f"parity broke at step '{step.step}' ({step.artifact}): " + "; ".join(step.failures)
 
 
+def _runtime_failure(step: str, runner: Runner, probes: Probes, tolerance: Tolerance, exc: Exception) -> StepReport:
+    nan = float("nan")
+    metrics = Metrics(len(probes.kinds), nan, nan, nan, nan, nan, None, 0, nan)
+    message = f"{runner.name} could not run the artifact: {type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
+    return StepReport(step, runner.path.name, runner.name, tolerance, metrics, {}, [message], "not run")
+
+
 def check(step: str, runner: Runner, reference_logits: np.ndarray, probes: Probes, tolerance: Tolerance) -> StepReport:
     """Runs `runner` on the probes and holds its logits to `tolerance` against the reference's.
 
     Every precision is gated on all probes; quantized precisions (whose scales come from real
     photos) are gated on the photos, and their figures on random tensors are reported beside.
     """
-    with runner:
-        actual = runner.infer(probes.artifact)
+    try:
+        with runner:
+            actual = runner.infer(probes.artifact)
+    except Exception as exc:  # any runtime's load or run error means the artifact cannot be used as exported
+        return _runtime_failure(step, runner, probes, tolerance, exc)
     labels = probes.labels
     overall = compute(reference_logits, actual, tolerance, labels)
     by_kind = {}
