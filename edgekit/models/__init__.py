@@ -16,6 +16,18 @@ from edgekit.models.weights import load_weights, weights_path
 __all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]
 
 
+def _draw_batchnorm(model: nn.Module) -> None:
+    """Random BatchNorm statistics and affine parameters near the identity, from the current RNG."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n) * 0.1)
+                module.running_var.copy_(torch.rand(n) + 0.5)
+                module.weight.copy_(torch.rand(n) + 0.5)
+                module.bias.copy_(torch.randn(n) * 0.1)
+
+
 def model_card(name: str, num_classes: int | None = None, input_size: int | None = None) -> ModelCard:
     """The card of `name`, adjusted for a custom class count or input size."""
     card = get_card(name)
@@ -38,6 +50,8 @@ def create_model(
     Initialisation is seeded (`seed`, default 0, without touching the global RNG), so a randomly
     initialised model, or a replaced head, is the same in every process: the converter's child
     process and a later `edgekit verify` rebuild exactly the reference that was exported.
+    Without weights, BatchNorm statistics and affine parameters are drawn too: with the default
+    ones an untrained EfficientNet's logits collapse to about 1e-12 and no export could be checked.
 
     Args:
         name: a registered name or alias (see `list_models()`).
@@ -57,6 +71,8 @@ def create_model(
         if seed is not None:
             torch.manual_seed(seed)
         model = get_builder(card.name)(num_classes or card.num_classes)
+        if weights is None:
+            _draw_batchnorm(model)
     if weights is not None:
         load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
     return model.eval()

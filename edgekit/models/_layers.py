@@ -28,7 +28,9 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size, k, s, d in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            # Ceil division written with non-negative operands only: Python floors and ONNX truncates,
+            # so -(-size // s) exports wrong whenever size is odd.
+            total = max(((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
