@@ -20,6 +20,15 @@ def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> lis
     return [{"index": int(i), "name": class_names[i], "probability": float(probabilities[i])} for i in order]
 
 
+def check_inputs(images: list[str | Path], topk: int) -> None:
+    """Refuses missing image files and a top-k below 1, naming them."""
+    if topk < 1:
+        raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
+
+
 def classify_images(
     model: str,
     images: list[str | Path],
@@ -29,11 +38,7 @@ def classify_images(
 ) -> list[dict]:
     """Runs a zoo model on image files with its card's preprocessing; returns the top-k per image."""
     card = model_card(model, num_classes=num_classes)
-    if topk < 1:
-        raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
+    check_inputs(images, topk)
     net = create_model(model, weights=weights, num_classes=num_classes)
     with torch.no_grad():
         logits = net(torch.from_numpy(load_batch([Path(p) for p in images], card))).numpy()

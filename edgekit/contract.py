@@ -65,6 +65,10 @@ class Contract:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def channel_order_of(self, batch):
+        """An RGB NCHW batch in this contract's channel order."""
+        return batch[:, ::-1].copy() if self.channel_order == "BGR" else batch
+
     def preprocessing_card(self, card: ModelCard) -> ModelCard:
         """`card` with this contract's resize, crop and normalisation, for `images.preprocess`."""
         return card.replace(input_size=self.input_size, resize_size=self.resize_size,

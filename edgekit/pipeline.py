@@ -20,7 +20,7 @@ from edgekit.isolation import run_step
 from edgekit.manifest import MANIFEST, now, place, tool_versions, write_json
 from edgekit.models import create_model, get_card, model_card
 from edgekit.models.weights import sha256_file, weights_path
-from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
+from edgekit.parity import TOLERANCES, ParityReport, build_probes, check
 from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner
 from edgekit.spec import ExportSpec

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.classify import top_classes
+from edgekit.classify import check_inputs, top_classes
 from edgekit.contract import Contract
-from edgekit.errors import InvalidSpecError
 from edgekit.images import load_batch
 from edgekit.manifest import read_manifest
 from edgekit.models import model_card
@@ -21,17 +20,11 @@ def predict(directory: str | Path, images: list[str | Path], topk: int = 5, thre
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
-    if topk < 1:
-        raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
+    check_inputs(images, topk)
     recorded = manifest["export"]
     card = model_card(manifest["model"], recorded["num_classes"], recorded["input_size"])
     contract = Contract.from_dict(manifest["contract"])
-    batch = load_batch([Path(p) for p in images], contract.preprocessing_card(card))
-    if contract.channel_order == "BGR":
-        batch = batch[:, ::-1].copy()
+    batch = contract.channel_order_of(load_batch([Path(p) for p in images], contract.preprocessing_card(card)))
     with runner_for(directory / manifest["artifact"]["file"], contract, threads=threads) as runner:
         logits = runner.infer(batch)
     status = manifest["status"]

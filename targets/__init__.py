@@ -7,7 +7,7 @@ verified at. Every step with a precision is verified against PyTorch before the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgekit.errors import UnknownTargetError, did_you_mean
 

@@ -50,8 +50,7 @@ def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = 
         reference = load_batch(paths, card)
         artifact = load_batch(paths, artifact_card) if artifact_card != card else reference
         count = len(paths)
-    if contract.channel_order == "BGR":
-        artifact = artifact[:, ::-1].copy()
+    artifact = contract.channel_order_of(artifact)
     rng = np.random.default_rng(RANDOM_SEED)
     noise = rng.standard_normal((random_probes, 3, card.input_size, card.input_size), dtype=np.float32)
     kinds = np.array(["image"] * count + ["random"] * random_probes)

@@ -76,7 +76,7 @@ class Runner(ABC):
         pass
 
     def to_layout(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW to the contract's layout; a contract that lies about the layout reshapes instead."""
+        """NCHW to the contract's layout (NHWC is a transpose)."""
         if self.contract.layout == "NHWC":
             return np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         return batch
