@@ -62,26 +62,27 @@ def bench(
     if result.load_before > max(0.5, (os.cpu_count() or 1) - threads + 0.5) and progress:
         print(f"warning: 1-minute load average is {result.load_before:.1f} on {os.cpu_count()} cores; other work "
               "distorts latency (OpenMP threads spin badly when cores are oversubscribed)", file=sys.stderr)
-    reference = {"name": card.name, "weights": None if weights is None else str(weights_path(get_card(model), weights)),
-                 "num_classes": None}
+    weights_file = None if weights is None else str(weights_path(get_card(model), weights))
+    weights_sha = None if weights_file is None else sha256_file(weights_file)
+    reference = {"name": card.name, "weights": weights_file, "num_classes": None}
     eager = _child({"artifact": "", "contract": Contract.from_card(card, batch=None).to_dict(), "runs": runs,
                     "warmup": warmup, "threads": threads, "model": reference}, out)
     result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0,
                         **eager})
     for name in names:
-        result.rows.append(_bench_target(card.name, name, weights, data, runs, warmup, threads, out, progress))
+        result.rows.append(_bench_target(card.name, name, weights, weights_sha, data, runs, warmup, threads, out, progress))
     _context_columns(result, card.macs)
     result.files = _write_reports(result, out)
     return result
 
 
-def _bench_target(model, target, weights, data, runs, warmup, threads, out, progress) -> dict[str, Any]:
+def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threads, out, progress) -> dict[str, Any]:
     row: dict[str, Any] = {"target": target}
     reason = get_target(target).unavailable_reason()
     if reason:
         return row | {"status": "unavailable", "reason": reason}
     try:
-        directory = _artifact(model, target, weights, data, out / "artifacts", progress)
+        directory = _artifact(model, target, weights, weights_sha, data, out / "artifacts", progress)
     except ParityError as exc:
         directory = exc.artifact.directory
     except EdgekitError as exc:
@@ -97,15 +98,15 @@ def _bench_target(model, target, weights, data, runs, warmup, threads, out, prog
     return row
 
 
-def _artifact(model, target, weights, data, artifacts: Path, progress) -> Path:
+def _artifact(model, target, weights, weights_sha, data, artifacts: Path, progress) -> Path:
+    """A verified artifact of the same weights and probe data from an earlier run, or a fresh export."""
     from edgekit import export
 
     directory = artifacts / f"{model}-{target}"
-    expected = None if weights is None else sha256_file(weights_path(get_card(model), weights))
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
-        if recorded == (expected, "verified", None if data is None else str(data)):
+        if recorded == (weights_sha, "verified", None if data is None else str(data)):
             return directory
     return export(model, target, weights=weights, out=artifacts, data=data, force=True, progress=progress).directory
 

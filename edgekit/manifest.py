@@ -45,6 +45,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def manifest_card(manifest: dict[str, Any]):
+    """The model card an artifact was exported with: class count and input size as recorded."""
+    from edgekit.models import model_card
+
+    recorded = manifest["export"]
+    return model_card(manifest["model"], recorded["num_classes"], recorded["input_size"])
+
+
 def place(work: Path, final: Path, force: bool) -> None:
     """Moves a finished folder to `final`; an existing one is replaced only with `force`, never damaged.
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from edgekit.classify import check_inputs, top_classes
 from edgekit.contract import Contract
 from edgekit.images import load_batch
-from edgekit.manifest import read_manifest
-from edgekit.models import model_card
+from edgekit.manifest import manifest_card, read_manifest
 from edgekit.runners import runner_for
 
 
@@ -21,8 +20,7 @@ def predict(directory: str | Path, images: list[str | Path], topk: int = 5, thre
     directory = Path(directory)
     manifest = read_manifest(directory)
     check_inputs(images, topk)
-    recorded = manifest["export"]
-    card = model_card(manifest["model"], recorded["num_classes"], recorded["input_size"])
+    card = manifest_card(manifest)
     contract = Contract.from_dict(manifest["contract"])
     batch = contract.channel_order_of(load_batch([Path(p) for p in images], contract.preprocessing_card(card)))
     with runner_for(directory / manifest["artifact"]["file"], contract, threads=threads) as runner:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from edgekit.contract import Contract
 from edgekit.errors import WeightsError
-from edgekit.manifest import read_manifest
-from edgekit.models import create_model, get_card, model_card
+from edgekit.manifest import manifest_card, read_manifest
+from edgekit.models import create_model, get_card
 from edgekit.models.weights import sha256_file, weights_path
 from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
 from edgekit.runners import runner_for
@@ -31,9 +31,8 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
         if actual != recorded["sha256"]:
             raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
                                f"weights with sha256 {recorded['sha256']}; refusing to verify against other weights")
-    recorded_export = manifest["export"]
-    card = model_card(manifest["model"], recorded_export["num_classes"], recorded_export["input_size"])
-    reference = create_model(manifest["model"], weights=weights_file, num_classes=recorded_export["num_classes"])
+    card = manifest_card(manifest)
+    reference = create_model(manifest["model"], weights=weights_file, num_classes=card.num_classes)
     contract = Contract.from_dict(manifest["contract"])
     probes = build_probes(card, contract, data)
     with TorchRunner(reference, contract, threads) as runner:
