@@ -41,7 +41,7 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
     # onnx2tf names its outputs after the input's stem: the copy keeps the name model.onnx.
     scratch = out.parent / "onnx2tf-input" / "model.onnx"
     scratch.parent.mkdir()
-    shutil.copy(onnx_file, scratch)
+    padded = _pad_relu_maxpools(onnx_file, scratch)
     onnx2tf.convert(
         input_onnx_file_path=str(scratch), output_folder_path=str(saved_model), non_verbose=True,
         not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
@@ -50,7 +50,49 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
     shutil.move(str(saved_model / "model_float32.tflite"), out)
     for stale in saved_model.glob("*.tflite"):
         stale.unlink()
-    return {"contract": {"layout": "NHWC"}, "info": {"converter": "onnx2tf"}}
+    return {"contract": {"layout": "NHWC"}, "info": {"converter": "onnx2tf", "maxpool_pads_made_explicit": padded}}
+
+
+def _pad_relu_maxpools(onnx_file: Path, out: Path) -> int:
+    """Moves the padding of each MaxPool that reads a Relu into a zero Pad before it; returns how many.
+
+    onnx2tf pads a MaxPool whose padding TensorFlow cannot express with the dtype's minimum,
+    -3.4e38. Full-integer calibration then records that value in the range of the pad, the pool
+    and the Relu feeding them (they share one scale), which becomes about 1e36: every activation
+    rounds to the same integer, and XNNPACK refuses the next layer's requantization scale. A Relu's
+    output is never negative and, with pads smaller than the kernel and no ceil mode, every window
+    holds at least one real value, so padding with zero gives the same maximum.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    graph = model.graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    nodes, count = [], 0
+    for node in graph.node:
+        attrs = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+        pads, kernel = attrs.get("pads", []), attrs.get("kernel_shape", [])
+        plain = (attrs.get("auto_pad", b"NOTSET") == b"NOTSET" and not attrs.get("ceil_mode", 0)
+                 and set(attrs.get("dilations", [1])) == {1})
+        if (node.op_type != "MaxPool" or producers.get(node.input[0]) != "Relu" or not plain or not any(pads)
+                or any(pad >= size for pad, size in zip(pads, kernel + kernel))):
+            nodes.append(node)
+            continue
+        half = len(pads) // 2
+        name = f"{node.name}/explicit_pad"
+        graph.initializer.append(numpy_helper.from_array(
+            np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64), f"{name}/pads"))
+        nodes.append(helper.make_node("Pad", [node.input[0], f"{name}/pads"], [f"{name}/output"], name=name))
+        node.input[0] = f"{name}/output"
+        next(attr for attr in node.attribute if attr.name == "pads").ints[:] = [0] * len(pads)
+        nodes.append(node)
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+    return count
 
 
 def _converter(saved_model: Path):
