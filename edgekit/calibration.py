@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from edgekit.errors import InvalidSpecError
 from edgekit.images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
-from edgekit.models.card import ModelCard
+from edgekit.card import ModelCard
 
 DEFAULT_SIZE = 40
 # Views of each bundled photo, in order: (crop fraction of the shorter side, horizontal and vertical

@@ -1,15 +1,16 @@
-"""Classifying image files with a zoo model in PyTorch eager mode, the reference of every export."""
+"""Classifying image files with a zoo model in PyTorch eager mode, the reference of every export.
+
+The top-k helpers serve `edgekit predict` too, which runs without PyTorch, so torch is imported on use.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgekit.errors import InvalidSpecError
 from edgekit.images import load_batch
-from edgekit.models import create_model, model_card
 
 
 def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
@@ -37,6 +38,10 @@ def classify_images(
     topk: int = 5,
 ) -> list[dict]:
     """Runs a zoo model on image files with its card's preprocessing; returns the top-k per image."""
+    import torch
+
+    from edgekit.models import create_model, model_card
+
     card = model_card(model, num_classes=num_classes)
     check_inputs(images, topk)
     net = create_model(model, weights=weights, num_classes=num_classes)

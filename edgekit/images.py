@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from edgekit.errors import InvalidSpecError
-from edgekit.models.card import ModelCard, imagenet_classes
+from edgekit.card import ModelCard, imagenet_classes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SYNSET = re.compile(r"n\d{8}")

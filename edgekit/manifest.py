@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -23,6 +24,15 @@ def tool_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version(), "edgekit": __version__}
     versions.update({name: version(name) for name in TOOLS})
     return versions
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def now() -> str:
@@ -46,11 +56,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 def manifest_card(manifest: dict[str, Any]):
-    """The model card an artifact was exported with: class count and input size as recorded."""
-    from edgekit.models import model_card
+    """The model card an artifact was exported with, as its manifest records it (no PyTorch needed)."""
+    from edgekit.card import ModelCard
 
-    recorded = manifest["export"]
-    return model_card(manifest["model"], recorded["num_classes"], recorded["input_size"])
+    return ModelCard.from_dict(manifest["card"])
 
 
 def place(work: Path, final: Path, force: bool) -> None:

@@ -8,7 +8,8 @@ from edgekit.contract import Contract
 from edgekit.errors import WeightsError
 from edgekit.manifest import manifest_card, read_manifest
 from edgekit.models import create_model, get_card
-from edgekit.models.weights import sha256_file, weights_path
+from edgekit.manifest import sha256_file
+from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
 from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner

@@ -10,7 +10,7 @@ from torch import nn
 from edgekit.errors import InvalidSpecError
 from edgekit.models import efficientnet, mobilenetv2, shufflenetv2  # noqa: F401  (registers the models)
 from edgekit.models._registry import get_builder, get_card, list_models, register_model, resolve_name
-from edgekit.models.card import ModelCard
+from edgekit.card import ModelCard
 from edgekit.models.weights import load_weights, weights_path
 
 __all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from edgekit.errors import UnknownModelError, did_you_mean
-from edgekit.models.card import ModelCard
+from edgekit.card import ModelCard
 
 Builder = Callable[[int], nn.Module]
 

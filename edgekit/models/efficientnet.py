@@ -14,7 +14,7 @@ from torch import nn
 
 from edgekit.models._layers import ConvBNAct, SqueezeExcitation, make_divisible, stochastic_depth
 from edgekit.models._registry import register_model
-from edgekit.models.card import ModelCard, OfflineWeights
+from edgekit.card import ModelCard, OfflineWeights
 
 # One row per stage, as Table 1 of the paper: expansion, kernel, stride, in, out, repeats.
 STAGES = (

@@ -7,7 +7,7 @@ from torch import nn
 
 from edgekit.models._layers import ConvBNAct, make_divisible
 from edgekit.models._registry import register_model
-from edgekit.models.card import ModelCard, OfflineWeights
+from edgekit.card import ModelCard, OfflineWeights
 
 # One row per stage, as Table 2 of the paper: expansion t, channels c, repeats n, stride s.
 STAGES = (

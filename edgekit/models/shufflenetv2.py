@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgekit.models._registry import register_model
-from edgekit.models.card import CIFAR10_MEAN, CIFAR10_STD, ModelCard
+from edgekit.card import CIFAR10_MEAN, CIFAR10_STD, ModelCard
 
 STAGE_REPEATS = (4, 8, 4)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +10,8 @@ import torch
 from torch import nn
 
 from edgekit.errors import WeightsError
-from edgekit.models.card import ModelCard
+from edgekit.manifest import sha256_file
+from edgekit.card import ModelCard
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 PREFIXES = ("module.", "_orig_mod.")
@@ -22,15 +22,6 @@ _LUKEMELAS_WITH_EXPAND = {
     "_expand_conv": "0.0", "_bn0": "0.1", "_depthwise_conv": "1.0", "_bn1": "1.1", "_project_conv": "2.0", "_bn2": "2.1",
 }
 _LUKEMELAS_NO_EXPAND = {"_depthwise_conv": "0.0", "_bn1": "0.1", "_project_conv": "1.0", "_bn2": "1.1"}
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def offline_status(card: ModelCard) -> str:

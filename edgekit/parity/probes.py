@@ -9,7 +9,7 @@ import numpy as np
 
 from edgekit.contract import Contract
 from edgekit.images import find_images, load_batch
-from edgekit.models.card import ModelCard
+from edgekit.card import ModelCard
 
 RANDOM_PROBES = 8
 RANDOM_SEED = 20261122

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgekit.models.weights import sha256_file
+from edgekit.manifest import sha256_file
 from edgekit.targets import get_target, list_targets
 
 

@@ -9,7 +9,7 @@ import torch
 
 from edgekit.errors import UnknownModelError, WeightsError
 from edgekit.models import create_model, get_card
-from edgekit.models.card import OfflineWeights
+from edgekit.card import OfflineWeights
 from edgekit.models.weights import weights_path
 from tests.conftest import randomize_batchnorm
 

@@ -1,4 +1,7 @@
-"""The frozen model card: everything exporters, the verifier and `predict` need to know about a model."""
+"""The frozen model card: everything exporters, the verifier and `predict` need to know about a model.
+
+It imports no model code and no PyTorch, so `edgekit predict` runs on devices without them.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +75,16 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-ready data, without the class names."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """The card back from `to_dict` (as a manifest records it), with no model code imported."""
+        data = dict(data)
+        for key in ("mean", "std", "aliases"):
+            data[key] = tuple(data[key])
+        if data.get("offline_weights"):
+            data["offline_weights"] = OfflineWeights(**data["offline_weights"])
+        return cls(**data)
 
 
 @lru_cache(maxsize=None)
