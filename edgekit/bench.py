@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from edgekit.contract import Contract
 from edgekit.errors import EdgekitError, InvalidSpecError, ParityError
 from edgekit.manifest import read_manifest, write_json
 from edgekit.models import get_card, model_card
-from edgekit.models.weights import sha256_file, weights_path
+from edgekit.manifest import sha256_file
+from edgekit.models.weights import weights_path
 from edgekit.targets import get_target, list_targets
 
 MEASURE_TIMEOUT = 900
@@ -81,10 +83,11 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     reason = get_target(target).unavailable_reason()
     if reason:
         return row | {"status": "unavailable", "reason": reason}
+    failure = None
     try:
         directory = _artifact(model, target, weights, weights_sha, data, out / "artifacts", progress)
     except ParityError as exc:
-        directory = exc.artifact.directory
+        directory, failure = exc.artifact.directory, str(exc).splitlines()[0]
     except EdgekitError as exc:
         return row | {"status": "export-failed", "reason": str(exc).splitlines()[0]}
     manifest = read_manifest(directory)
@@ -93,8 +96,15 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
             "bytes": manifest["artifact"]["bytes"], "precision": manifest["precision"],
             "top1_agreement": last.get("top1_agreement"), "decisive_probes": last.get("decisive_probes"),
             "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
-    row |= _child({"artifact": str(directory / manifest["artifact"]["file"]), "contract": manifest["contract"],
-                   "runs": runs, "warmup": warmup, "threads": threads}, out)
+    if failure:
+        row["reason"] = failure
+    try:
+        row |= _child({"artifact": str(directory / manifest["artifact"]["file"]), "contract": manifest["contract"],
+                       "runs": runs, "warmup": warmup, "threads": threads}, out)
+    except EdgekitError as exc:
+        # An artifact whose runtime cannot run it (verified or not) is a row with its reason, not a failed bench.
+        last_line = str(exc).strip().splitlines()[-1]
+        row |= {"status": "run-failed" if row["status"] == "ok" else row["status"], "reason": f"cannot run: {last_line}"}
     return row
 
 
@@ -193,7 +203,8 @@ def _plot(result: BenchResult, path: Path) -> str | None:
 
     labelled = _first_accuracy(result, "reference_top1") is not None
     figure, axes = plt.subplots(figsize=(8, 5))
-    for row in result.rows:
+    placed: list[tuple[float, float]] = []
+    for row in sorted(result.rows, key=lambda row: row.get("median_ms", 0.0)):
         if "median_ms" not in row:
             continue
         if labelled:
@@ -202,8 +213,12 @@ def _plot(result: BenchResult, path: Path) -> str | None:
             value = row.get("top1_agreement")
         if value is None:
             continue
-        axes.scatter(row["median_ms"], value * 100, color="tab:red" if row["status"] not in ("ok", "reference") else "tab:blue")
-        axes.annotate(row["target"], (row["median_ms"], value * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        x, y = row["median_ms"], value * 100
+        axes.scatter(x, y, color="tab:red" if row["status"] not in ("ok", "reference") else "tab:blue")
+        # Points that nearly coincide (same accuracy, latency within 25%) get their labels stacked, not overprinted.
+        stacked = sum(1 for px, py in placed if abs(py - y) < 0.6 and abs(math.log(px / x)) < 0.22)
+        placed.append((x, y))
+        axes.annotate(row["target"], (x, y), textcoords="offset points", xytext=(4, 4 + 10 * stacked), fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel(f"median latency, batch 1, {result.threads} threads (ms, log scale)")
     axes.set_ylabel("top-1 accuracy (%)" if labelled else "top-1 agreement with PyTorch fp32 (%)")
