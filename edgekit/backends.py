@@ -13,8 +13,17 @@ from edgekit.errors import MissingBackendError
 NO_DEPS = {"onnx2tf": "onnx2tf"}
 
 
+# Backends no extra can install, with where they come from.
+ELSEWHERE = {"tensorrt": "pip install 'edgekit[tensorrt]' on an x86 NVIDIA GPU machine (pip fetches NVIDIA's libraries "
+                         "from NVIDIA's index); on a Jetson it comes with JetPack, never from pip",
+             "torch2trt": "torch2trt is not on PyPI: install it from https://github.com/NVIDIA-AI-IOT/torch2trt "
+                          "(python setup.py install) beside TensorRT"}
+
+
 def install_hint(module: str, extra: str) -> str:
     """The command that installs the backend providing `module`."""
+    if module in ELSEWHERE:
+        return ELSEWHERE[module]
     if module in NO_DEPS:
         return f"pip install --no-deps -c constraints.txt {NO_DEPS[module]} (after: pip install 'edgekit[{extra}]')"
     return f"pip install 'edgekit[{extra}]'"

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, MissingBackendError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgekitError as exc:
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print("edgekit: error: this command needs PyTorch, which is not installed. Install it with: "
+              "pip install 'edgekit[export]' (running an exported artifact with 'edgekit predict' does not need it)",
+              file=sys.stderr)
+        return MissingBackendError.exit_code
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
@@ -65,7 +72,24 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
     export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
     _tolerance_options(export)
+    _engine_options(export)
     export.set_defaults(handler=_export)
+
+    engine = commands.add_parser("build-engine", help="build a TensorRT engine on this device from an ONNX artifact, verified")
+    engine.add_argument("directory", metavar="ONNX_ARTIFACT_DIR", help="a folder written by 'edgekit export MODEL --target onnx'")
+    precision = engine.add_mutually_exclusive_group(required=True)
+    precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
+    precision.add_argument("--int8", action="store_const", const="int8", dest="precision")
+    engine.add_argument("--out", default=None, help="output folder (default: beside the ONNX artifact)")
+    engine.add_argument("--calib", default=None, help="--int8: calibration images (folder) or preprocessed array (.npy)")
+    engine.add_argument("--calib-size", type=int, default=40)
+    engine.add_argument("--data", default=None, help="probe images for verification")
+    engine.add_argument("--fp32-layers", default="", help="comma-separated PyTorch module names to keep in FP32 (see check-fp16)")
+    engine.add_argument("--force", action="store_true")
+    engine.add_argument("--timeout", type=float, default=1800.0)
+    _tolerance_options(engine)
+    _engine_options(engine)
+    engine.set_defaults(handler=_build_engine)
 
     verify = commands.add_parser("verify", help="re-verify an exported artifact from its manifest")
     verify.add_argument("directory")
@@ -112,15 +136,42 @@ def _tolerance_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-top1", type=float, default=None, dest="min_top1_agreement")
 
 
+def _tolerance(args: argparse.Namespace) -> dict[str, float]:
+    """The tolerance overrides given on the command line."""
+    keys = ("atol", "rtol", "min_cosine", "min_top1_agreement")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TensorRT engines")
+    group.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit (default 2048)")
+    group.add_argument("--timing-cache", default=None, help="timing cache file (default: one per GPU and TensorRT version)")
+    group.add_argument("--max-batch", type=int, default=16, help="dynamic batch: the profile's max (default 16)")
+    group.add_argument("--opt-batch", type=int, default=1, help="dynamic batch: the profile's opt (default 1)")
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from edgekit.build_engine import build_engine
+
+    artifact = build_engine(
+        args.directory, args.precision, out=args.out, calib=args.calib, calib_size=args.calib_size, data=args.data,
+        max_batch=args.max_batch, opt_batch=args.opt_batch, workspace_mb=args.workspace_mb,
+        timing_cache=args.timing_cache, fp32_layers=tuple(n for n in args.fp32_layers.split(",") if n),
+        force=args.force, tolerance=_tolerance(args), timeout=args.timeout,
+    )
+    print(artifact.file)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import edgekit
 
-    tolerance = {k: getattr(args, k) for k in ("atol", "rtol", "min_cosine", "min_top1_agreement")}
     artifact = edgekit.export(
         args.model, args.target, weights=args.weights, out=args.out, num_classes=args.num_classes,
         input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, calib=args.calib,
         calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
-        io_dtype=args.io_dtype, tolerance=tolerance, timeout=args.timeout,
+        io_dtype=args.io_dtype, tolerance=_tolerance(args), timeout=args.timeout, workspace_mb=args.workspace_mb,
+        timing_cache=args.timing_cache, max_batch=args.max_batch, opt_batch=args.opt_batch,
     )
     print(artifact.file)
     return 0

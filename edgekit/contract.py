@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.models.card import ModelCard
+from edgekit.card import ModelCard
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "int8", "uint8")
@@ -27,7 +27,8 @@ class Contract:
 
     `input_quant` / `output_quant` are set when the artifact's input or output tensor is
     integer; runners apply them, so callers always feed normalised float32 NCHW and read
-    float32 logits.
+    float32 logits. `device` is set for artifacts tied to one device (TensorRT engines): the
+    GPU, compute capability, CUDA and TensorRT versions they were built with.
     """
 
     input_size: int
@@ -42,6 +43,7 @@ class Contract:
     batch: int | None = 1
     input_quant: Quantization | None = None
     output_quant: Quantization | None = None
+    device: dict[str, str] | None = None
 
     @classmethod
     def from_card(cls, card: ModelCard, **changes: Any) -> Contract:

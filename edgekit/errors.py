@@ -34,6 +34,10 @@ class WeightsError(UsageError):
     """Weights that cannot be found, verified or loaded into the model."""
 
 
+class EngineMismatchError(UsageError):
+    """A TensorRT engine built for another GPU or TensorRT version than the one here."""
+
+
 class ParityError(EdgekitError):
     """An artifact does not compute what the reference model computes."""
 

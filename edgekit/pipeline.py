@@ -4,62 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.artifact import Artifact, Progress, contract_with, finish, keep_log
 from edgekit.calibration import DEFAULT_SIZE, load_calibration
-from edgekit.contract import Contract, Quantization
-from edgekit.errors import InvalidSpecError, MissingBackendError, ParityError
+from edgekit.contract import Contract
+from edgekit.errors import InvalidSpecError, MissingBackendError
 from edgekit.isolation import run_step
-from edgekit.manifest import MANIFEST, now, place, tool_versions, write_json
+from edgekit.manifest import now, sha256_file, tool_versions
 from edgekit.models import create_model, get_card, model_card
-from edgekit.models.weights import sha256_file, weights_path
+from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, build_probes, check
 from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner
-from edgekit.spec import ExportSpec
+from edgekit.spec import ExportSpec, check_engine_options
 from edgekit.targets import MODEL, Target, get_target
 
 IO_DTYPES = ("int8", "float32")
-
-
-@dataclass
-class Artifact:
-    """An exported artifact: its folder, its file, its manifest and its parity report."""
-
-    directory: Path
-    file: Path
-    manifest: dict[str, Any]
-    report: ParityReport | None = None
-
-    @property
-    def status(self) -> str:
-        return self.manifest["status"]
-
-
-@dataclass
-class _Progress:
-    """Prints each step with its time to stderr."""
-
-    enabled: bool
-    total: int
-    started: float = field(default_factory=time.perf_counter)
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            print(text, file=sys.stderr, flush=True)
-
-    def step(self, index: int, name: str) -> None:
-        self.say(f"  [{index}/{self.total}] {name} ...")
-
-    def done(self, text: str) -> None:
-        self.say(f"        {text}")
 
 
 def export(
@@ -80,6 +46,10 @@ def export(
     io_dtype: str = "int8",
     tolerance: dict[str, Any] | None = None,
     timeout: float = 1800.0,
+    workspace_mb: int = 2048,
+    timing_cache: str | Path | None = None,
+    max_batch: int = 16,
+    opt_batch: int = 1,
     progress: bool = True,
 ) -> Artifact:
     """Exports a zoo model to a target and verifies every step against PyTorch.
@@ -95,6 +65,9 @@ def export(
         data: probe images (folder; labels from synsets in names or an ImageFolder layout).
         io_dtype: input/output tensor type of `tflite-int8` ("int8" or "float32").
         tolerance: overrides of the final precision's tolerance (atol, rtol, min_cosine, min_top1_agreement).
+        workspace_mb, timing_cache: TensorRT builder workspace limit and timing cache file (default: one per
+            GPU model and TensorRT version under ~/.cache/edgekit/tensorrt, reused by every build there).
+        max_batch, opt_batch: the TensorRT optimization profile (1, opt, max) of a `dynamic_batch` engine.
 
     Raises:
         ParityError: a step missed its tolerance. The artifact is kept in `<model>-<target>.parity-failed/`
@@ -104,6 +77,7 @@ def export(
     spec_target = get_target(target)
     card = model_card(model, num_classes=num_classes, input_size=input_size)
     _check_options(spec_target, batch, dynamic_batch, io_dtype, calib, calib_size)
+    check_engine_options(workspace_mb, max_batch, opt_batch)
     _check_backends(spec_target)
     out = Path(out).absolute()
     final = out / f"{card.name}-{spec_target.name}"
@@ -112,9 +86,10 @@ def export(
     weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
     spec = ExportSpec(card.name, spec_target.name, None if weights is None else str(weights), weights_file,
                       num_classes, input_size, batch, dynamic_batch, None, io_dtype, timeout,
-                      None if data is None else str(data))
+                      None if data is None else str(data), workspace_mb, None if timing_cache is None else str(timing_cache),
+                      max_batch, opt_batch)
     reference = create_model(model, weights=weights_file, num_classes=num_classes)
-    progress_out = _Progress(progress, len(spec_target.steps))
+    progress_out = Progress(progress, len(spec_target.steps))
     progress_out.say(f"edgekit export {card.name} -> {spec_target.name}")
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=out))
@@ -125,11 +100,16 @@ def export(
             np.save(work / "calibration.npy", calibration.data)
             spec = dataclasses.replace(spec, calibration_file=str(work / "calibration.npy"))
         checked = _reference_report(spec_target, card, reference, spec, calib) if verify else None
+        fp16_risk = None
+        if spec_target.fp16_risk_check:
+            fp16_risk, spec = _fp16_risk(spec, progress_out)
         records, contract, last = _run_steps(work, final, spec_target, card, spec, checked, tolerance or {}, progress_out)
         status = "unverified" if checked is None else ("verified" if checked.report.passed else "parity-failed")
         manifest = _manifest(spec_target, last, card, contract, spec, calibration, records, checked,
                              work / last.output, status)
-        return _finish(work, final, manifest, checked, force, progress_out)
+        if fp16_risk is not None:
+            manifest["fp16_risk"] = fp16_risk
+        return finish(work, final, manifest, None if checked is None else checked.report, force, progress_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -156,7 +136,7 @@ def _reference_report(target: Target, card, reference, spec: ExportSpec, calib) 
 
 
 def _run_steps(work: Path, final: Path, target: Target, card, spec: ExportSpec, reference: _Reference | None,
-               overrides: dict[str, Any], progress: _Progress):
+               overrides: dict[str, Any], progress: Progress):
     """Runs each step in its own process and verifies its output before the next; stops at a parity failure."""
     base = Contract.from_card(card, batch=None if spec.dynamic_batch else spec.batch)
     (work / "logs").mkdir()
@@ -167,9 +147,9 @@ def _run_steps(work: Path, final: Path, target: Target, card, spec: ExportSpec, 
         try:
             result = run_step(step.exporter, MODEL if source == MODEL else work / source, work / step.output, spec, log)
         except Exception:
-            _keep_log(log, final)
+            keep_log(log, final)
             raise
-        contract = _contract(base, result.get("contract", {}))
+        contract = contract_with(base, result.get("contract", {}))
         record = {"step": step.name, "output": step.output, "seconds": round(result["seconds"], 2),
                   "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
                   "notes": result.get("notes", []), "contract": contract.to_dict()}
@@ -193,25 +173,20 @@ def _run_steps(work: Path, final: Path, target: Target, card, spec: ExportSpec, 
     return records, contract, last
 
 
-def _finish(work: Path, final: Path, manifest: dict[str, Any], reference: _Reference | None, force: bool,
-            progress: _Progress) -> Artifact:
-    """Leaves only the artifact and its manifest, moves them into place, and raises on a parity failure."""
-    status = manifest["status"]
-    keep = {manifest["artifact"]["file"], MANIFEST}
-    write_json(work / MANIFEST, manifest)
-    for path in work.iterdir():
-        if path.name not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    destination = final if status != "parity-failed" else final.with_name(final.name + ".parity-failed")
-    place(work, destination, force=force or status == "parity-failed")
-    report = None if reference is None else reference.report
-    artifact = Artifact(destination, destination / manifest["artifact"]["file"], manifest, report)
-    progress.say(f"{status}: {artifact.file}  ({time.perf_counter() - progress.started:.1f}s)")
-    if status == "parity-failed":
-        error = ParityError(f"{report.describe_failure()}. The failing artifact is kept for inspection in {destination}")
-        error.artifact = artifact
-        raise error
-    return artifact
+def _fp16_risk(spec: ExportSpec, progress: Progress) -> tuple[dict[str, Any], ExportSpec]:
+    """The FP16 risk check before an FP16 engine build: layers to keep in FP32 go into the spec."""
+    from edgekit.fp16 import check_fp16
+
+    report = check_fp16(spec.model, weights=spec.weights_file, data=spec.data, num_classes=spec.num_classes)
+    keep = report.keep_fp32()
+    worst = report.worst
+    progress.say(f"  FP16 risk check: worst layer {worst.name} (max |x| {worst.absmax:.3g}); "
+                 f"emulated FP16 {'meets' if report.passed else 'misses'} FP16 parity; "
+                 f"{'keeping in FP32: ' + ', '.join(keep) if keep else 'no layer needs FP32'}")
+    summary = {"passed": report.passed, "worst_layer": worst.name, "worst_absmax": worst.absmax,
+               "keep_fp32": keep, "flagged": len(report.flagged), "failures": report.failures,
+               "emulated_fp16": report.emulated["images"], "probes": report.probes}
+    return summary, dataclasses.replace(spec, fp32_layers=tuple(keep))
 
 
 def _check_options(target: Target, batch: int, dynamic_batch: bool, io_dtype: str, calib, calib_size: int) -> None:
@@ -235,19 +210,6 @@ def _check_backends(target: Target) -> None:
     reason = target.unavailable_reason()
     if reason:
         raise MissingBackendError(f"target {target.name} is unavailable here: {reason}")
-
-
-def _contract(base: Contract, changes: dict[str, Any]) -> Contract:
-    changes = dict(changes)
-    for key in ("input_quant", "output_quant"):
-        if isinstance(changes.get(key), dict):
-            changes[key] = Quantization(**changes[key])
-    return base.replace(**changes)
-
-
-def _keep_log(log: Path, final: Path) -> None:
-    if log.is_file():
-        shutil.copy(log, final.with_name(final.name + ".export-failed.log"))
 
 
 def _manifest(target, step, card, contract, spec: ExportSpec, calibration, records, reference, artifact_file,

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from edgekit.models import ModelCard, model_card
+from edgekit.card import ModelCard
+from edgekit.errors import InvalidSpecError
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,18 @@ class ExportSpec:
     io_dtype: str = "int8"
     timeout: float = 1800.0
     data: str | None = None
+    # TensorRT builds: workspace limit, timing cache file (None: one per GPU and TensorRT version under
+    # ~/.cache/edgekit), the dynamic-batch profile's opt and max, and layers the FP16 risk check keeps in FP32.
+    workspace_mb: int = 2048
+    timing_cache: str | None = None
+    max_batch: int = 16
+    opt_batch: int = 1
+    fp32_layers: tuple[str, ...] = ()
 
     @cached_property
     def card(self) -> ModelCard:
+        from edgekit.models import model_card
+
         return model_card(self.model, num_classes=self.num_classes, input_size=self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,4 +50,12 @@ class ExportSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportSpec:
-        return cls(**data)
+        return cls(**(data | {"fp32_layers": tuple(data.get("fp32_layers", ()))}))
+
+
+def check_engine_options(workspace_mb: int, max_batch: int, opt_batch: int) -> None:
+    """TensorRT options in range: a positive workspace, and 1 <= opt batch <= max batch."""
+    if workspace_mb < 1:
+        raise InvalidSpecError(f"--workspace-mb must be at least 1, got {workspace_mb}")
+    if not 1 <= opt_batch <= max_batch:
+        raise InvalidSpecError(f"the TensorRT profile needs 1 <= --opt-batch <= --max-batch, got {opt_batch} and {max_batch}")

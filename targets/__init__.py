@@ -38,6 +38,7 @@ class Target:
     supports_dynamic_batch: bool = True
     notes: tuple[str, ...] = ()
     probe: str | None = None
+    fp16_risk_check: bool = False
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot run here (a backend missing, or the probe's answer), or None."""
@@ -48,7 +49,8 @@ class Target:
         absent = [(module, extra) for module, extra in self.requires if missing(module)]
         if absent:
             hints = "; ".join(sorted({install_hint(m, e) for m, e in absent}))
-            return f"needs {', '.join(m for m, _ in absent)}, which is not installed. Install: {hints}"
+            which = "which is" if len(absent) == 1 else "which are"
+            return f"needs {', '.join(m for m, _ in absent)}, {which} not installed. Install: {hints}"
         if self.probe:
             module, function = self.probe.split(":")
             return getattr(importlib.import_module(f"edgekit.exporters.{module}"), function)()
@@ -154,4 +156,25 @@ register_target(Target(
      Step("tflite fp32 -> full int8", "tflite:convert_full_int8", "model_full_integer_quant.tflite", "int8",
           input="saved_model")),
     requires=TFLITE, calibrated=True, supports_dynamic_batch=False,
+))
+
+TENSORRT = ONNX + (("tensorrt", "tensorrt"),)
+ENGINE_NOTE = ("A TensorRT engine runs only on the GPU model and TensorRT version that built it; on a Jetson, "
+               "export --target onnx elsewhere and run 'edgekit build-engine' on the device.")
+
+register_target(Target(
+    "tensorrt-fp16", "TensorRT FP16 engine for NVIDIA GPUs and Jetson, built on the GPU that runs it",
+    (TO_ONNX, SIMPLIFY, Step("onnx -> tensorrt fp16 engine", "tensorrt:engine_fp16", "model.fp16.engine", "fp16")),
+    requires=TENSORRT, probe="tensorrt:unavailable", fp16_risk_check=True, notes=(ENGINE_NOTE,),
+))
+register_target(Target(
+    "tensorrt-int8", "TensorRT INT8 engine (entropy calibration) for NVIDIA GPUs and Jetson",
+    (TO_ONNX, SIMPLIFY, Step("onnx -> tensorrt int8 engine", "tensorrt:engine_int8", "model.int8.engine", "int8")),
+    requires=TENSORRT, probe="tensorrt:unavailable", calibrated=True, notes=(ENGINE_NOTE,),
+))
+register_target(Target(
+    "tensorrt-fp16-torch2trt", "TensorRT FP16 engine through torch2trt (a second route, from the PyTorch module)",
+    (Step("torch -> tensorrt fp16 engine (torch2trt)", "tensorrt:torch2trt_fp16", "model.torch2trt.engine", "fp16"),),
+    requires=(("tensorrt", "tensorrt"), ("torch2trt", "torch2trt")), probe="tensorrt:unavailable",
+    fp16_risk_check=True, supports_dynamic_batch=False, notes=(ENGINE_NOTE,),
 ))

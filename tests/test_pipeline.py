@@ -13,7 +13,7 @@ import torch
 from edgekit import export, verify
 from edgekit.errors import ExportError, InvalidSpecError, MissingBackendError, ParityError, UnknownTargetError, WeightsError
 from edgekit.models import create_model
-from edgekit.models.weights import sha256_file
+from edgekit.manifest import sha256_file
 from edgekit.pipeline import _check_backends
 from edgekit.targets import Step, Target
 
@@ -112,6 +112,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
 def test_targets_listing(tmp_path: Path) -> None:
     result = cli("targets", "--json", cwd=tmp_path)
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert result.returncode == 0 and len(rows) == 10
-    assert all(r["available"] for name, r in rows.items() if name != "torchscript-mobile")
+    assert result.returncode == 0 and len(rows) == 13
+    cpu_targets = [name for name in rows if name != "torchscript-mobile" and not name.startswith("tensorrt")]
+    assert len(cpu_targets) == 9 and all(rows[name]["available"] for name in cpu_targets)
     assert rows["tflite-int8"]["steps"][-1] == "tflite fp32 -> full int8"

@@ -24,6 +24,8 @@ class Runner(ABC):
     """
 
     name = "runner"
+    # The largest batch one call takes when the contract's batch is dynamic (an engine's profile may lower it).
+    max_batch = MAX_BATCH
 
     def __init__(self, path: str | Path, contract: Contract, threads: int | None = None) -> None:
         self.path = Path(path)
@@ -48,7 +50,8 @@ class Runner(ABC):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         fixed = self.contract.batch
         if fixed is None:
-            return np.concatenate([self._infer(batch[i:i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)])
+            step = self.max_batch
+            return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
         if fixed == len(batch):
             return self._infer(batch)
         if len(batch) % fixed:
