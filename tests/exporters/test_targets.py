@@ -57,27 +57,6 @@ def test_linear_only_quantization_says_so(exported) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, target", [
-    ("shufflenet_v2_x0_5", "tflite-fp32"),   # channel shuffle: 5-D reshape and transpose
-    ("effnet_b0", "tflite-fp16"),            # SiLU and squeeze-and-excitation
-    ("shufflenet_v2_cifar_x0_5", "onnx"),
-])
-def test_other_families_with_seeded_random_weights(exported, model: str, target: str) -> None:
-    artifact = exported(model, target)
-    assert artifact.status == "verified"
-    assert artifact.manifest["weights"] == {"source": None, "sha256": None}
-
-
-@pytest.mark.slow
-def test_int8_of_an_untrained_model_without_decisive_probes_is_not_called_verified(exported) -> None:
-    from edgekit.errors import ParityError
-
-    with pytest.raises(ParityError, match="too few to assess top-1 agreement"):
-        exported("effnet_b0", "onnx-int8")
-    assert exported("shufflenet_v2_cifar_x0_5", "onnx-int8").report.steps[-1].metrics.decisive_probes >= 5
-
-
-@pytest.mark.slow
 def test_lite_with_odd_feature_maps_exports_exactly(exported, imagenet_sample) -> None:
     # 260 -> 130 -> 65: TF SAME padding on odd sizes once exported wrong and the fp32 gate caught it.
     artifact = exported("effnet_lite2", "onnx", weights="imagenet", data=str(imagenet_sample))

@@ -1,0 +1,50 @@
+"""The fast slice of the parity matrix in `make test`: one model of every family through every CPU target.
+
+MobileNetV2 runs every target in test_targets.py. The other families run here with the weights
+they have offline (EfficientNet-Lite0's ImageNet checkpoint) or seeded random init. Pairs the
+release matrix lists as unsupported must fail in exactly the way its reason says.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.errors import ParityError
+from edgekit.models import get_card, list_models
+from edgekit.targets import get_target, list_targets
+from tests.parity.matrix import UNSUPPORTED
+
+REPRESENTATIVES = {
+    "shufflenet_v2": ("shufflenet_v2_x0_5", None),
+    "shufflenet_v2_cifar": ("shufflenet_v2_cifar_x0_5", None),
+    "efficientnet": ("effnet_b0", None),
+    "efficientnet_lite": ("effnet_lite0", "imagenet"),
+}
+CPU_TARGETS = [name for name in list_targets() if not name.startswith("tensorrt")]
+CASES = [(model, weights, target) for model, weights in REPRESENTATIVES.values() for target in CPU_TARGETS]
+
+
+def test_every_family_has_a_representative() -> None:
+    families = {get_card(name).family for name in list_models()}
+    assert families == set(REPRESENTATIVES) | {"mobilenet_v2"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, weights, target", [
+    pytest.param(m, w, t, marks=pytest.mark.xdist_group(m), id=f"{m}-{t}") for m, w, t in CASES])
+def test_family_through_cpu_target(exported, model: str, weights: str | None, target: str) -> None:
+    reason = get_target(target).unavailable_reason()
+    if reason:
+        pytest.skip(f"{target} is unavailable here: {reason}")
+    if (model, target) in UNSUPPORTED:
+        with pytest.raises(ParityError, match="too few to assess top-1 agreement"):
+            exported(model, target, weights=weights)
+        return
+    artifact = exported(model, target, weights=weights)
+    final = artifact.report.steps[-1].metrics
+    assert artifact.status == "verified"
+    assert artifact.manifest["weights"]["source"] == weights
+    if get_target(target).precision == "fp32":
+        assert final.failed_elements == 0 and final.top1_agreement == 1.0
+    if get_target(target).precision in ("int8", "int8-dynamic"):
+        assert final.decisive_probes >= 5
