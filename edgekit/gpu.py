@@ -42,7 +42,8 @@ def _torch_cuda():
 def _check(cudart, result: tuple) -> Any:
     error, *values = result
     if error != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError(f"CUDA error {error}: {cudart.cudaGetErrorString(error)[1]}")
+        message = cudart.cudaGetErrorString(error)[1]
+        raise RuntimeError(f"CUDA error {error}: {message.decode() if isinstance(message, bytes) else message}")
     return values[0] if len(values) == 1 else values
 
 
@@ -63,7 +64,11 @@ def unavailable_reason() -> str | None:
 
 
 def device_info(tensorrt_version: str) -> dict[str, str]:
-    """GPU name, compute capability, CUDA runtime and TensorRT versions: what an engine is tied to."""
+    """GPU name, compute capability, CUDA runtime and TensorRT versions: what an engine is tied to.
+
+    The CUDA version is the one torch or cuda-python was built with, which may differ from the one
+    TensorRT links; it is recorded for people, and not compared when an engine is loaded.
+    """
     torch = _torch_cuda()
     if torch is not None:
         major, minor = torch.cuda.get_device_capability(0)
@@ -118,7 +123,13 @@ class DeviceMemory:
     @property
     def stream(self) -> int:
         """The stream handle TensorRT's `execute_async_v3` takes."""
-        return self._stream.cuda_stream if self.torch is not None else int(self._stream)
+        if self.torch is not None:
+            return self._stream.cuda_stream
+        try:  # cuda-bindings 13 deprecates int(cudaStream_t) in favour of this helper
+            from cuda.bindings.utils import get_cuda_native_handle
+        except ImportError:
+            return int(self._stream)
+        return int(get_cuda_native_handle(self._stream))
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceBuffer:
         return DeviceBuffer(self, tuple(int(d) for d in shape), np.dtype(dtype))

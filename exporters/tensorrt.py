@@ -84,7 +84,10 @@ def build_engine(onnx_file: Path, out: Path, options: BuildOptions) -> dict:
     trt = require("tensorrt", extra="tensorrt")
     log = _Log(trt)
     builder = trt.Builder(log.logger)
-    major = int(trt.__version__.split(".")[0])
+    major, minor = (int(part) for part in trt.__version__.split(".")[:2])
+    if not (8, 6) <= (major, minor) < (11, 0):
+        raise RuntimeError(f"TensorRT {trt.__version__} is not supported: edgekit builds with TensorRT 8.6 to 10.x "
+                           "(TensorRT 11 removed the FP16/INT8 builder flags and implicit INT8 calibration)")
     flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, log.logger)
@@ -96,37 +99,45 @@ def build_engine(onnx_file: Path, out: Path, options: BuildOptions) -> dict:
     here = device_info(trt.__version__)
     info: dict = {"workspace_mb": options.workspace_mb, "device": here}
     profile = _profile(builder, network, config, options, info)
-    memory = None
+    notes = [f"Built for {here['gpu']} (compute capability {here['compute_capability']}), TensorRT {here['tensorrt']}, "
+             f"CUDA {here['cuda']}: the engine runs only there."]
+    # FP16/INT8 flags and the implicit INT8 calibrator are deprecated in 10.x (10.12 and 10.1) but work up to 11.
+    calibrator, memory = None, None
     if options.precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-        info["fp32_layers"] = _pin_fp32(trt, network, config, options.fp32_layers)
+        info["fp32_layers"] = _pin_fp32(trt, network, config, options.fp32_layers, notes)
     elif options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         memory = DeviceMemory()
-        calibrator = _calibrator(trt, np.load(options.calibration_file), info["profile"]["opt"], memory)
-        config.int8_calibrator = calibrator
-        if profile is not None:
-            config.set_calibration_profile(profile)
-        info["calibration"] = {"calibrator": "IInt8EntropyCalibrator2", "samples": calibrator.samples,
-                               "batch": calibrator.batch}
     else:
         raise ValueError(f"unknown TensorRT precision {options.precision!r}")
     cache_file = Path(options.timing_cache) if options.timing_cache else default_timing_cache(here)
     reused = cache_file.is_file()
     cache = config.create_timing_cache(cache_file.read_bytes() if reused else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
-    if memory is not None:
-        memory.close()
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeError(f"TensorRT refused the timing cache {cache_file} (made on another GPU or TensorRT version?); "
+                           "delete it or pass another --timing-cache")
+    try:
+        if memory is not None:
+            calibrator = _calibrator(trt, np.load(options.calibration_file), info["profile"]["opt"], memory)
+            config.int8_calibrator = calibrator
+            if profile is not None:
+                config.set_calibration_profile(profile)
+            info["calibration"] = {"calibrator": "IInt8EntropyCalibrator2", "samples": calibrator.samples,
+                                   "batch": calibrator.batch}
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.buffer.free()
+        if memory is not None:
+            memory.close()
     if plan is None:
         raise RuntimeError(f"TensorRT could not build the {options.precision} engine:\n{log.errors()}")
-    _write_atomically(cache_file, bytes(config.get_timing_cache().serialize()))
     Path(out).write_bytes(bytes(plan))
-    info["timing_cache"] = {"file": str(cache_file), "reused": reused}
-    notes = [f"Built for {here['gpu']} (compute capability {here['compute_capability']}), TensorRT {here['tensorrt']}, "
-             f"CUDA {here['cuda']}: the engine runs only there."]
-    if options.precision == "fp16" and not builder.platform_has_fast_fp16:
-        notes.append("This GPU has no fast FP16; TensorRT may have kept many layers in FP32.")
+    updated = config.get_timing_cache()
+    if updated is not None:
+        _write_atomically(cache_file, bytes(updated.serialize()))
+    info["timing_cache"] = {"file": str(cache_file), "reused": reused, "saved": updated is not None}
     return {"info": info, "notes": notes,
             "contract": {"device": here, "batch": None if options.max_batch else options.batch}}
 
@@ -148,21 +159,42 @@ def _profile(builder, network, config, options: BuildOptions, info: dict):
     return profile
 
 
-def _pin_fp32(trt, network, config, modules: tuple[str, ...]) -> list[str]:
-    """Keeps the layers of the named PyTorch modules in FP32 (ONNX node names carry the module path)."""
+def _pin_fp32(trt, network, config, modules: tuple[str, ...], notes: list[str]) -> list[str]:
+    """Keeps the float layers of the named PyTorch modules in FP32; notes modules that matched no layer."""
     if not modules:
         return []
-    pinned = []
+    scopes = {module: onnx_scope(module) for module in modules}
+    floats = (trt.float32, trt.float16)
+    pinned, matched = [], set()
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if any(f"/{module}/" in layer.name for module in modules):
-            layer.precision = trt.float32
-            for output in range(layer.num_outputs):
-                layer.set_output_type(output, trt.float32)
-            pinned.append(layer.name)
+        owners = [module for module, scope in scopes.items() if scope in layer.name]
+        outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        if not owners or not outputs or any(output.dtype not in floats for output in outputs):
+            continue
+        layer.precision = trt.float32
+        for i in range(layer.num_outputs):
+            layer.set_output_type(i, trt.float32)
+        pinned.append(layer.name)
+        matched.update(owners)
     if pinned:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    missed = [module for module in modules if module not in matched]
+    if missed:
+        notes.append(f"No TensorRT layer matched these modules, so they were not kept in FP32: {', '.join(missed)}")
     return pinned
+
+
+def onnx_scope(module: str) -> str:
+    """The scope PyTorch's ONNX exporter writes in node names for a dotted module name.
+
+    Container indices join their parent's name ("features.0"), other names stand alone:
+    `layer1.0.conv1` -> "/layer1/layer1.0/conv1/", `features.0.0` -> "/features/features.0/features.0.0/".
+    """
+    parts: list[str] = []
+    for component in module.split("."):
+        parts.append(f"{parts[-1]}.{component}" if component.isdigit() and parts else component)
+    return "/" + "/".join(parts) + "/"
 
 
 def _calibrator(trt, data: np.ndarray, batch: int, memory: DeviceMemory):
@@ -222,12 +254,15 @@ def torch2trt_fp16(model, spec, out: Path) -> dict:
 
     size = spec.card.input_size
     example = torch.randn(spec.batch, 3, size, size, generator=torch.Generator().manual_seed(0)).cuda()
-    module = torch2trt(model.cuda().eval(), [example], fp16_mode=True, max_batch_size=spec.batch,
-                       max_workspace_size=spec.workspace_mb << 20)
+    # No max_batch_size: torch2trt would turn it into a (1, batch, batch) profile; the example fixes the batch.
+    module = torch2trt(model.cuda().eval(), [example], fp16_mode=True)
+    if module.engine is None:
+        raise RuntimeError("torch2trt could not build an engine; its log above says which layer failed")
     Path(out).write_bytes(bytes(module.engine.serialize()))
     here = device_info(trt.__version__)
-    notes = [f"Built by torch2trt for {here['gpu']}, TensorRT {here['tensorrt']}: the engine runs only there."]
+    notes = [f"Built by torch2trt for {here['gpu']}, TensorRT {here['tensorrt']}: the engine runs only there.",
+             "torch2trt sets no workspace limit on TensorRT 10; TensorRT used what it needed."]
     if spec.fp32_layers:
         notes.append("torch2trt cannot pin layers to FP32; the FP16 risk check flagged: " + ", ".join(spec.fp32_layers))
-    return {"info": {"route": "torch2trt", "workspace_mb": spec.workspace_mb, "device": here}, "notes": notes,
+    return {"info": {"route": "torch2trt", "device": here}, "notes": notes,
             "contract": {"device": here, "batch": spec.batch}}

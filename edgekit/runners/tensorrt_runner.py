@@ -32,6 +32,7 @@ class TensorRTRunner(Runner):
         if len(inputs) != 1 or len(outputs) != 1:
             raise RuntimeError(f"{self.path}: expected one input and one output tensor, found {inputs} and {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         if self.engine.get_tensor_shape(self.input_name)[0] == -1:
             self.max_batch = int(self.engine.get_tensor_profile_shape(self.input_name, 0)[2][0])
@@ -43,7 +44,7 @@ class TensorRTRunner(Runner):
         if len(batch) not in self.buffers:
             self.context.set_input_shape(self.input_name, batch.shape)
             output_shape = tuple(self.context.get_tensor_shape(self.output_name))
-            self.buffers[len(batch)] = (self.memory.empty(batch.shape, np.float32),
+            self.buffers[len(batch)] = (self.memory.empty(batch.shape, self.input_dtype),
                                         self.memory.empty(output_shape, self.output_dtype))
         source, target = self.buffers[len(batch)]
         self.context.set_input_shape(self.input_name, batch.shape)

@@ -149,3 +149,24 @@ def test_build_engine_on_the_device_from_an_onnx_artifact(exported, tmp_path: Pa
     manifest = json.loads((tmp_path / "mobilenet_v2-tensorrt-fp16" / "manifest.json").read_text())
     assert manifest["status"] == "verified" and manifest["built_from"]["artifact_sha256"]
     assert manifest["parity"]["steps"][-1]["metrics"]["cosine_mean"] > 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mobilenet_v2", "shufflenet_v2_x0_5", "effnet_b0"])
+def test_fp32_pinning_finds_every_module_in_the_onnx_node_names(exported, model: str) -> None:
+    # FP16 engines keep flagged PyTorch modules in FP32 by matching their scope in TensorRT layer names,
+    # which the ONNX parser takes from the node names of the simplified ONNX file checked here.
+    import onnx
+    from torch import nn
+
+    from edgekit.exporters.tensorrt import onnx_scope
+    from edgekit.models import create_model
+
+    weights = "imagenet" if model == "mobilenet_v2" else None
+    names = [node.name for node in onnx.load(str(exported(model, "onnx", weights=weights).file)).graph.node]
+    folded = (nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.Sequential)  # an empty Sequential computes nothing
+    leaves = [name for name, module in create_model(model).named_modules()
+              if name and not list(module.children()) and not isinstance(module, folded)]
+    assert len(leaves) > 40
+    unmatched = [name for name in leaves if not any(onnx_scope(name) in node for node in names)]
+    assert unmatched == []
