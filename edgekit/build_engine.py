@@ -117,32 +117,38 @@ def build_engine(
                   "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
                   "notes": result.get("notes", []), "contract": contract.to_dict(),
                   "parity": "passed" if step_report.passed else "failed"}
-        artifact_file = work / step.output
-        manifest = {
-            "edgekit_manifest": 1,
-            "created": now(),
-            "status": "verified" if report.passed else "parity-failed",
-            "model": card.name,
-            "target": target.name,
-            "description": target.description,
-            "precision": step.precision,
-            "artifact": {"file": artifact_file.name, "bytes": artifact_file.stat().st_size,
-                         "sha256": sha256_file(artifact_file)},
-            "card": card.to_dict(),
-            "contract": contract.to_dict(),
-            "weights": recorded["weights"],
-            "calibration": None if calibration is None else calibration.to_dict(),
-            "export": exported | {"built_on_device": True},
-            "notes": list(target.notes) + record["notes"] + _fp16_note(precision, fp32_layers),
-            "steps": recorded["steps"] + [record],
-            "tools": tool_versions(),
-            "parity": report.to_dict(),
-            "built_from": {"directory": str(source), "artifact_sha256": recorded["artifact"]["sha256"],
-                           "parity": recorded.get("parity"), "tools": recorded.get("tools")},
-        }
+        manifest = _manifest(recorded, source, target, card, contract, calibration, record, report,
+                             work / step.output, fp32_layers)
         return finish(work, final, manifest, report, force, progress_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _manifest(recorded, source: Path, target, card, contract, calibration, record, report, artifact_file: Path,
+              fp32_layers: tuple[str, ...]) -> dict[str, Any]:
+    """The engine's manifest: the ONNX artifact's record, the engine step appended, and where it came from."""
+    return {
+        "edgekit_manifest": 1,
+        "created": now(),
+        "status": "verified" if report.passed else "parity-failed",
+        "model": card.name,
+        "target": target.name,
+        "description": target.description,
+        "precision": target.precision,
+        "artifact": {"file": artifact_file.name, "bytes": artifact_file.stat().st_size,
+                     "sha256": sha256_file(artifact_file)},
+        "card": card.to_dict(),
+        "contract": contract.to_dict(),
+        "weights": recorded["weights"],
+        "calibration": None if calibration is None else calibration.to_dict(),
+        "export": recorded["export"] | {"built_on_device": True},
+        "notes": list(target.notes) + record["notes"] + _fp16_note(target.precision, fp32_layers),
+        "steps": recorded["steps"] + [record],
+        "tools": tool_versions(),
+        "parity": report.to_dict(),
+        "built_from": {"directory": str(source), "artifact_sha256": recorded["artifact"]["sha256"],
+                       "parity": recorded.get("parity"), "tools": recorded.get("tools")},
+    }
 
 
 def _checked_onnx(source: Path, recorded: dict[str, Any]) -> Path:

@@ -14,7 +14,7 @@ class TFLiteRunner(Runner):
     name = "tflite"
 
     def _activate(self) -> None:
-        litert = require("ai_edge_litert.interpreter", extra="tflite")
+        litert = require("ai_edge_litert.interpreter", extra="pi")
         self.interpreter = litert.Interpreter(model_path=str(self.path), num_threads=self.threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
