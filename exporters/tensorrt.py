@@ -83,17 +83,7 @@ def build_engine(onnx_file: Path, out: Path, options: BuildOptions) -> dict:
     """Parses the ONNX file, configures precision, profile, workspace and timing cache, and writes the plan."""
     trt = require("tensorrt", extra="tensorrt")
     log = _Log(trt)
-    builder = trt.Builder(log.logger)
-    major, minor = (int(part) for part in trt.__version__.split(".")[:2])
-    if not (8, 6) <= (major, minor) < (11, 0):
-        raise RuntimeError(f"TensorRT {trt.__version__} is not supported: edgekit builds with TensorRT 8.6 to 10.x "
-                           "(TensorRT 11 removed the FP16/INT8 builder flags and implicit INT8 calibration)")
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, log.logger)
-    if not parser.parse(Path(onnx_file).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_file}: {errors}")
+    builder, network, parser = _parse(trt, log, onnx_file)  # the parser owns the weights until the build ends
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     here = device_info(trt.__version__)
@@ -101,36 +91,17 @@ def build_engine(onnx_file: Path, out: Path, options: BuildOptions) -> dict:
     profile = _profile(builder, network, config, options, info)
     notes = [f"Built for {here['gpu']} (compute capability {here['compute_capability']}), TensorRT {here['tensorrt']}, "
              f"CUDA {here['cuda']}: the engine runs only there."]
-    # FP16/INT8 flags and the implicit INT8 calibrator are deprecated in 10.x (10.12 and 10.1) but work up to 11.
-    calibrator, memory = None, None
+    # The FP16/INT8 flags and the implicit INT8 calibrator are deprecated in 10.x but work until 11.
     if options.precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
         info["fp32_layers"] = _pin_fp32(trt, network, config, options.fp32_layers, notes)
     elif options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        memory = DeviceMemory()
     else:
         raise ValueError(f"unknown TensorRT precision {options.precision!r}")
     cache_file = Path(options.timing_cache) if options.timing_cache else default_timing_cache(here)
-    reused = cache_file.is_file()
-    cache = config.create_timing_cache(cache_file.read_bytes() if reused else b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise RuntimeError(f"TensorRT refused the timing cache {cache_file} (made on another GPU or TensorRT version?); "
-                           "delete it or pass another --timing-cache")
-    try:
-        if memory is not None:
-            calibrator = _calibrator(trt, np.load(options.calibration_file), info["profile"]["opt"], memory)
-            config.int8_calibrator = calibrator
-            if profile is not None:
-                config.set_calibration_profile(profile)
-            info["calibration"] = {"calibrator": "IInt8EntropyCalibrator2", "samples": calibrator.samples,
-                                   "batch": calibrator.batch}
-        plan = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator is not None:
-            calibrator.buffer.free()
-        if memory is not None:
-            memory.close()
+    reused = _attach_timing_cache(config, cache_file)
+    plan = _build(trt, builder, network, config, profile, options, info)
     if plan is None:
         raise RuntimeError(f"TensorRT could not build the {options.precision} engine:\n{log.errors()}")
     Path(out).write_bytes(bytes(plan))
@@ -138,8 +109,54 @@ def build_engine(onnx_file: Path, out: Path, options: BuildOptions) -> dict:
     if updated is not None:
         _write_atomically(cache_file, bytes(updated.serialize()))
     info["timing_cache"] = {"file": str(cache_file), "reused": reused, "saved": updated is not None}
+    del parser
     return {"info": info, "notes": notes,
             "contract": {"device": here, "batch": None if options.max_batch else options.batch}}
+
+
+def _parse(trt, log: _Log, onnx_file: Path):
+    """A builder and the network parsed from the ONNX file, refusing TensorRT versions edgekit does not build with."""
+    major, minor = (int(part) for part in trt.__version__.split(".")[:2])
+    if not (8, 6) <= (major, minor) < (11, 0):
+        raise RuntimeError(f"TensorRT {trt.__version__} is not supported: edgekit builds with TensorRT 8.6 to 10.x "
+                           "(TensorRT 11 removed the FP16/INT8 builder flags and implicit INT8 calibration)")
+    builder = trt.Builder(log.logger)
+    network = builder.create_network(0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, log.logger)
+    if not parser.parse(Path(onnx_file).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_file}: {errors}")
+    return builder, network, parser
+
+
+def _attach_timing_cache(config, cache_file: Path) -> bool:
+    """Starts the build from the cache file when it exists; returns whether it did."""
+    reused = cache_file.is_file()
+    cache = config.create_timing_cache(cache_file.read_bytes() if reused else b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeError(f"TensorRT refused the timing cache {cache_file} (made on another GPU or TensorRT version?); "
+                           "delete it or pass another --timing-cache")
+    return reused
+
+
+def _build(trt, builder, network, config, profile, options: BuildOptions, info: dict):
+    """The serialized plan (None on failure); an INT8 build is fed the calibration set through device memory."""
+    if options.precision != "int8":
+        return builder.build_serialized_network(network, config)
+    memory = DeviceMemory()
+    calibrator = None
+    try:
+        calibrator = _calibrator(trt, np.load(options.calibration_file), info["profile"]["opt"], memory)
+        config.int8_calibrator = calibrator
+        if profile is not None:
+            config.set_calibration_profile(profile)
+        info["calibration"] = {"calibrator": "IInt8EntropyCalibrator2", "samples": calibrator.samples,
+                               "batch": calibrator.batch}
+        return builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.buffer.free()
+        memory.close()
 
 
 def _profile(builder, network, config, options: BuildOptions, info: dict):
