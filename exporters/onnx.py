@@ -41,11 +41,28 @@ def simplify_onnx(onnx_file: Path, spec, out: Path) -> dict:
 
 
 def quantize_dynamic_onnx(onnx_file: Path, spec, out: Path) -> dict:
-    """ONNX Runtime dynamic quantization: Conv and MatMul weights int8, activations quantized at run time."""
+    """ONNX Runtime dynamic quantization: Conv, MatMul and Gemm weights int8, except the stem and depthwise convs.
+
+    Dynamic quantization gives each weight tensor one scale. A depthwise convolution's channels
+    differ so much in range that one scale wrecks them, and the stem sees the raw image. On 200
+    ImageNet photos, EfficientNet-Lite0's top-1 agreement with fp32 was 90.5% (cosine 0.92) with
+    everything quantized, 96.0% (0.98) with depthwise convs in fp32, 97.5% (0.99) with the stem too.
+    Those layers hold few of the weights, so the artifact barely grows.
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(onnx_file), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
-    return {"notes": ["Weights of Conv, MatMul and Gemm are int8; activations are quantized per batch at run time."]}
+    graph = onnx.load(str(onnx_file)).graph
+    inputs = {tensor.name for tensor in graph.input}
+    depthwise = [node.name for node in graph.node if node.op_type == "Conv"
+                 and next((a.i for a in node.attribute if a.name == "group"), 1) > 1]
+    stem = [node.name for node in graph.node if node.op_type == "Conv" and node.input[0] in inputs]
+    quantize_dynamic(str(onnx_file), str(out), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=depthwise + stem)
+    return {"info": {"fp32_depthwise_convs": len(depthwise), "fp32_stem_convs": len(stem)},
+            "notes": ["Weights of Conv, MatMul and Gemm are int8, except the stem convolution and depthwise "
+                      f"convolutions ({len(stem) + len(depthwise)} here), which stay fp32; activations are "
+                      "quantized per batch at run time."]}
 
 
 class _Reader:

@@ -96,7 +96,8 @@ def list_targets() -> list[str]:
     return list(_TARGETS)
 
 
-ONNX = (("onnx", "onnx"), ("onnxsim", "onnx"), ("onnxruntime", "onnx"))
+TORCH = (("torch", "export"),)
+ONNX = TORCH + (("onnx", "onnx"), ("onnxsim", "onnx"), ("onnxruntime", "onnx"))
 TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_litert", "tflite"))
 
 TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
@@ -106,20 +107,20 @@ TO_TFLITE = Step("onnx -> tflite fp32 (onnx2tf)", "tflite:convert_onnx2tf", "mod
 
 register_target(Target(
     "torchscript", "TorchScript .pt (fp32), traced or scripted, whichever verifies",
-    (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),),
+    (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),), requires=TORCH,
 ))
 register_target(Target(
     "torchscript-mobile", "PyTorch Mobile .ptl: optimize_for_mobile and the lite-interpreter format",
     (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),
      Step("optimize_for_mobile -> .ptl", "torchscript:export_mobile", "model.ptl", "fp32")),
-    probe="torchscript:mobile_unavailable",
+    requires=TORCH, probe="torchscript:mobile_unavailable",
 ))
 register_target(Target(
     "onnx", "ONNX fp32, opset 17, simplified with onnxsim",
     (TO_ONNX, SIMPLIFY), requires=ONNX,
 ))
 register_target(Target(
-    "onnx-int8-dynamic", "ONNX Runtime dynamic quantization: Conv and MatMul weights int8",
+    "onnx-int8-dynamic", "ONNX Runtime dynamic quantization: Conv (not stem or depthwise) and MatMul weights int8",
     (TO_ONNX, SIMPLIFY, Step("onnx -> int8 dynamic", "onnx:quantize_dynamic_onnx", "model.int8-dynamic.onnx", "int8-dynamic")),
     requires=ONNX,
 ))
@@ -131,7 +132,7 @@ register_target(Target(
 register_target(Target(
     "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript: only nn.Linear is int8",
     (Step("torch -> dynamic int8 (nn.Linear only)", "torchscript:export_dynamic_int8", "model.int8-dynamic.pt", "int8-linear"),),
-    notes=("PyTorch's quantize_dynamic quantizes nn.Linear only; convolutions stay fp32.",),
+    requires=TORCH, notes=("PyTorch's quantize_dynamic quantizes nn.Linear only; convolutions stay fp32.",),
 ))
 register_target(Target(
     "tflite-fp32", "TFLite fp32 via onnx2tf", (TO_ONNX, SIMPLIFY, TO_TFLITE),
@@ -175,6 +176,6 @@ register_target(Target(
 register_target(Target(
     "tensorrt-fp16-torch2trt", "TensorRT FP16 engine through torch2trt (a second route, from the PyTorch module)",
     (Step("torch -> tensorrt fp16 engine (torch2trt)", "tensorrt:torch2trt_fp16", "model.torch2trt.engine", "fp16"),),
-    requires=(("tensorrt", "tensorrt"), ("torch2trt", "torch2trt")), probe="tensorrt:unavailable",
+    requires=TORCH + (("tensorrt", "tensorrt"), ("torch2trt", "torch2trt")), probe="tensorrt:unavailable",
     fp16_risk_check=True, supports_dynamic_batch=False, notes=(ENGINE_NOTE,),
 ))

@@ -83,14 +83,7 @@ def exported_without_torch(exported, tmp_path: Path) -> subprocess.CompletedProc
 
     artifact = exported("mobilenet_v2", "onnx", weights="imagenet").directory
     blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text(
-        "import sys\n"
-        "class _NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, _NoTorch())\n"
-    )
+    blocker.write_text("import sys\nsys.modules['torch'] = sys.modules['torchvision'] = None  # as if not installed\n")
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "edgekit.cli", "predict", str(artifact), demo_image(), "--topk", "2"],
                           capture_output=True, text=True, timeout=300, env=env)
