@@ -6,6 +6,9 @@ import json
 import os
 from pathlib import Path
 
+from edgekit.models import list_models
+from edgekit.targets import list_targets
+
 REPORT = Path(os.environ.get("EDGEKIT_PARITY_REPORT", "parity-report"))
 
 
@@ -19,11 +22,15 @@ def record_cell(model: str, target: str, cell: dict) -> None:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if hasattr(session.config, "workerinput") or not (REPORT / "cells").is_dir():
         return
+    from tests.parity.matrix import UNSUPPORTED
+
     cells = [json.loads(p.read_text()) for p in sorted((REPORT / "cells").glob("*.json"))]
     if not cells:
         return
-    models = list(dict.fromkeys(c["model"] for c in cells))
-    targets = list(dict.fromkeys(c["target"] for c in cells))
+    cells = [c for c in cells if (c["model"], c["target"]) not in UNSUPPORTED]
+    cells += [{"model": m, "target": t, "status": "unsupported", "reason": reason} for (m, t), reason in UNSUPPORTED.items()]
+    models = [m for m in list_models() if any(c["model"] == m for c in cells)]
+    targets = [t for t in list_targets() if any(c["target"] == t for c in cells)]
     by_pair = {(c["model"], c["target"]): c for c in cells}
     lines = ["| model | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
     for model in models:
@@ -32,5 +39,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             cell = by_pair.get((model, target))
             row.append("" if cell is None else f"{cell['status']} {cell.get('figure', '')}".strip())
         lines.append(f"| {model} | " + " | ".join(row) + " |")
+    reasons = dict.fromkeys(f"- {c['status']} ({c['target']}...): {c['reason']}" if c["status"] == "unavailable"
+                            else f"- {c['status']}: {c['reason']}" for c in cells if c.get("reason"))
+    lines += ["", *reasons]
     (REPORT / "matrix.md").write_text("\n".join(lines) + "\n")
     (REPORT / "matrix.json").write_text(json.dumps(cells, indent=2))
