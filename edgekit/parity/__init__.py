@@ -44,6 +44,11 @@ class StepReport:
             "metrics": self.metrics.to_dict(), "by_kind": {k: m.to_dict() for k, m in self.by_kind.items()},
         }
 
+    @property
+    def gate(self) -> Metrics:
+        """The figures the step was judged on: the photos' for quantized precisions, else all probes'."""
+        return self.by_kind["image"] if self.gated_on.startswith("photos") else self.metrics
+
     def summary(self) -> str:
         m = self.metrics
         agreement = "n/a" if m.top1_agreement is None else f"{m.top1_agreement:.1%} of {m.decisive_probes}"

@@ -35,9 +35,9 @@ def test_pair_verifies(tmp_path, model: str, target: str) -> None:
     except ParityError as exc:
         record_cell(model, target, {"status": "parity-failed", "figure": str(exc)[:200]})
         raise
-    metrics = artifact.report.steps[-1].metrics
+    metrics = artifact.report.steps[-1].gate
     figure = (f"max {metrics.max_abs:.1e}" if artifact.manifest["precision"] == "fp32"
-              else f"agree {metrics.top1_agreement:.0%}" if metrics.top1_agreement is not None
+              else f"agree {metrics.top1_agreement:.1%} of {metrics.decisive_probes}" if metrics.top1_agreement is not None
               else f"cos {metrics.cosine_mean:.4f}")
     record_cell(model, target, {"status": "ok", "figure": figure, "weights": weights or "seeded random",
                                 "bytes": artifact.manifest["artifact"]["bytes"]})
