@@ -200,26 +200,29 @@ def _plot(result: BenchResult, path: Path) -> str | None:
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     labelled = _first_accuracy(result, "reference_top1") is not None
-    figure, axes = plt.subplots(figsize=(8, 5))
-    placed: list[tuple[float, float]] = []
-    for row in sorted(result.rows, key=lambda row: row.get("median_ms", 0.0)):
-        if "median_ms" not in row:
-            continue
+    points = []
+    for row in result.rows:
         if labelled:
             value = _first_accuracy(result, "reference_top1") if row["status"] == "reference" else (row.get("accuracy") or {}).get("artifact_top1")
         else:
             value = row.get("top1_agreement")
-        if value is None:
-            continue
-        x, y = row["median_ms"], value * 100
-        axes.scatter(x, y, color="tab:red" if row["status"] not in ("ok", "reference") else "tab:blue")
-        # Points that nearly coincide (same accuracy, latency within 25%) get their labels stacked, not overprinted.
-        stacked = sum(1 for px, py in placed if abs(py - y) < 0.6 and abs(math.log(px / x)) < 0.22)
-        placed.append((x, y))
-        axes.annotate(row["target"], (x, y), textcoords="offset points", xytext=(4, 4 + 10 * stacked), fontsize=8)
+        if "median_ms" in row and value is not None:
+            points.append((row["median_ms"], value * 100, row))
+    if not points:
+        return None
+    figure, axes = plt.subplots(figsize=(8, 5))
+    low, high = math.log(min(p[0] for p in points) / 1.3), math.log(max(p[0] for p in points) * 2.0)
     axes.set_xscale("log")
+    axes.set_xlim(math.exp(low), math.exp(high))
+    for (x, y, row), level in zip(points, _label_levels(points, low, high)):
+        axes.scatter(x, y, color="tab:red" if row["status"] not in ("ok", "reference") else "tab:blue")
+        axes.annotate(row["target"], (x, y), textcoords="offset points", xytext=(4, 4 + 10 * level), fontsize=8)
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     axes.set_xlabel(f"median latency, batch 1, {result.threads} threads (ms, log scale)")
     axes.set_ylabel("top-1 accuracy (%)" if labelled else "top-1 agreement with PyTorch fp32 (%)")
     axes.set_title(f"edgekit bench: {result.model}")
@@ -228,3 +231,17 @@ def _plot(result: BenchResult, path: Path) -> str | None:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return str(path)
+
+
+def _label_levels(points, low: float, high: float, char_width: float = 0.0075) -> list[int]:
+    """A stacking level per label, so no two labels at the same height overlap (widths in axes fractions)."""
+    placed: list[tuple[float, float, float, int]] = []
+    levels = []
+    for x, y, row in points:
+        start = (math.log(x) - low) / (high - low)
+        end = start + char_width * (len(row["target"]) + 1)
+        taken = {level for a, b, py, level in placed if abs(py - y) < 0.6 and a < end and start < b}
+        level = next(level for level in range(len(points) + 1) if level not in taken)
+        placed.append((start, end, y, level))
+        levels.append(level)
+    return levels

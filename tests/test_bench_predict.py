@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench import bench
+from edgekit.bench import _label_levels, bench
 from edgekit.calibration import demo_image
 from edgekit.errors import InvalidSpecError
 from edgekit.predict import predict
@@ -33,6 +33,13 @@ def test_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     again = bench("shufflenet_v2_cifar_x0_5", "onnx", runs=3, warmup=1, out=tmp_path, progress=False)
     assert again.rows[1]["artifact"] == rows["onnx"]["artifact"]  # reused, not exported again
+
+
+def test_plot_labels_at_one_height_never_overlap() -> None:
+    points = [(1.40, 100.0, {"target": "onnx"}), (1.58, 100.0, {"target": "tflite-fp16"}),
+              (1.63, 100.0, {"target": "tflite-fp32"}), (6.4, 100.0, {"target": "torchscript"}),
+              (1.60, 82.0, {"target": "tflite-int8"})]
+    assert _label_levels(points, low=0.0, high=2.5) == [0, 0, 1, 0, 0]
 
 
 @pytest.mark.slow
