@@ -233,14 +233,16 @@ def _plot(result: BenchResult, path: Path) -> str | None:
     return str(path)
 
 
-def _label_levels(points, low: float, high: float, char_width: float = 0.0075) -> list[int]:
-    """A stacking level per label, so no two labels at the same height overlap (widths in axes fractions)."""
+def _label_levels(points, low: float, high: float, char_width: float = 0.0075, line: float = 0.05) -> list[int]:
+    """A stacking level per label, so no two labels at about the same height overlap (in axes fractions)."""
+    values = [y for _, y, _ in points]
+    spread = (max(values) - min(values)) * 1.1 or 1.0
     placed: list[tuple[float, float, float, int]] = []
     levels = []
     for x, y, row in points:
         start = (math.log(x) - low) / (high - low)
         end = start + char_width * (len(row["target"]) + 1)
-        taken = {level for a, b, py, level in placed if abs(py - y) < 0.6 and a < end and start < b}
+        taken = {level for a, b, py, level in placed if abs(py - y) / spread < line and a < end and start < b}
         level = next(level for level in range(len(points) + 1) if level not in taken)
         placed.append((start, end, y, level))
         levels.append(level)

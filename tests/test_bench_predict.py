@@ -38,8 +38,8 @@ def test_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
 def test_plot_labels_at_one_height_never_overlap() -> None:
     points = [(1.40, 100.0, {"target": "onnx"}), (1.58, 100.0, {"target": "tflite-fp16"}),
               (1.63, 100.0, {"target": "tflite-fp32"}), (6.4, 100.0, {"target": "torchscript"}),
-              (1.60, 82.0, {"target": "tflite-int8"})]
-    assert _label_levels(points, low=0.0, high=2.5) == [0, 0, 1, 0, 0]
+              (1.60, 82.0, {"target": "tflite-int8"}), (1.45, 99.5, {"target": "onnx-int8"})]
+    assert _label_levels(points, low=0.0, high=2.5) == [0, 0, 1, 0, 0, 2]
 
 
 @pytest.mark.slow
