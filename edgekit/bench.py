@@ -109,14 +109,16 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
 
 
 def _artifact(model, target, weights, weights_sha, data, artifacts: Path, progress) -> Path:
-    """A verified artifact of the same weights and probe data from an earlier run, or a fresh export."""
+    """A verified artifact of the same weights and probe data from an earlier run, unchanged since, or a fresh export."""
     from edgekit import export
 
     directory = artifacts / f"{model}-{target}"
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
-        if recorded == (weights_sha, "verified", None if data is None else str(data)):
+        file = directory / manifest["artifact"]["file"]
+        if (recorded == (weights_sha, "verified", None if data is None else str(data)) and file.is_file()
+                and sha256_file(file) == manifest["artifact"]["sha256"]):
             return directory
     return export(model, target, weights=weights, out=artifacts, data=data, force=True, progress=progress).directory
 

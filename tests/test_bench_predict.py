@@ -33,6 +33,9 @@ def test_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     again = bench("shufflenet_v2_cifar_x0_5", "onnx", runs=3, warmup=1, out=tmp_path, progress=False)
     assert again.rows[1]["artifact"] == rows["onnx"]["artifact"]  # reused, not exported again
+    (Path(rows["onnx"]["artifact"]) / "model.onnx").write_bytes(b"changed since its export")
+    fresh = bench("shufflenet_v2_cifar_x0_5", "onnx", runs=3, warmup=1, out=tmp_path, progress=False)
+    assert fresh.rows[1]["status"] == "ok" and fresh.rows[1]["median_ms"] > 0  # exported again, not measured as is
 
 
 def test_plot_labels_at_one_height_never_overlap() -> None:
