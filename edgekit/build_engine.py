@@ -10,23 +10,23 @@ against PyTorch when it was exported; its figures are carried into the engine's 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import Artifact, Progress, contract_with, finish, keep_log
+from edgekit.pipeline.artifact import Artifact, Progress, contract_with, finish, keep_log, write_labels
 from edgekit.backends import missing
 from edgekit.calibration import DEFAULT_SIZE, load_calibration
 from edgekit.contract import Contract
 from edgekit.errors import InvalidSpecError, MissingBackendError
-from edgekit.isolation import run_step
+from edgekit.integrity import check_files
+from edgekit.pipeline.execute import run_step
 from edgekit.manifest import manifest_card, now, read_manifest, sha256_file, tool_versions
 from edgekit.parity import TOLERANCES, ParityReport, build_probes, check
 from edgekit.runners import runner_for
-from edgekit.spec import ExportSpec, check_engine_options
+from edgekit.pipeline.spec import ExportSpec, check_engine_options
+from edgekit.pipeline.staging import claim, disk_error, interruptible, is_disk_full, prepare_out, remove, sweep_stale
 from edgekit.targets import get_target
 
 PRECISIONS = ("fp16", "int8")
@@ -49,6 +49,7 @@ def build_engine(
     tolerance: dict[str, Any] | None = None,
     timeout: float = 1800.0,
     progress: bool = True,
+    require_signature: str | Path | None = None,
 ) -> Artifact:
     """Builds `<model>-tensorrt-<precision>/` beside the ONNX artifact in `directory` (or in `out`), verified.
 
@@ -69,59 +70,78 @@ def build_engine(
     check_engine_options(workspace_mb, max_batch, opt_batch)
     source = Path(directory).absolute()
     recorded = read_manifest(source)
+    if require_signature is not None:
+        from edgekit.integrity.signing import verify_signature
+
+        verify_signature(source, require_signature)
     onnx_file = _checked_onnx(source, recorded)
     target = get_target(f"tensorrt-{precision}")
     _check_backends()
     card = manifest_card(recorded)
     base = Contract.from_dict(recorded["contract"])
     exported = recorded["export"]
-    final = Path(out or source.parent).absolute() / f"{card.name}-{target.name}"
+    final = prepare_out(Path(out or source.parent)) / f"{card.name}-{target.name}"
     if final.exists() and not force:
         raise InvalidSpecError(f"{final} already exists; pass --force to replace it")
     progress_out = Progress(progress, 1)
     progress_out.say(f"edgekit build-engine {source.name} -> {target.name}")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        calibration = load_calibration(card, calib, calib_size) if target.calibrated else None
-        spec = ExportSpec(card.name, target.name, recorded["weights"]["source"], None, exported["num_classes"],
-                          exported["input_size"], exported["batch"], exported["dynamic_batch"], None, "int8", timeout,
-                          None if data is None else str(data), workspace_mb,
-                          None if timing_cache is None else str(timing_cache), max_batch, opt_batch, tuple(fp32_layers))
-        if calibration is not None:
-            np.save(work / "calibration.npy", calibration.data)
-            spec = dataclasses.replace(spec, calibration_file=str(work / "calibration.npy"))
-        probes = build_probes(card, base, data)
-        with runner_for(onnx_file, base) as runner:
-            reference = runner.infer(probes.artifact)
-        report = ParityReport(card.name, target.name, probes.source)
-        report.notes.append(f"Reference: the verified ONNX artifact {source.name} (sha256 "
-                            f"{recorded['artifact']['sha256'][:12]}...) in ONNX Runtime on the CPU, not PyTorch, which "
-                            "this device does not need. That ONNX file's own parity against PyTorch is in 'built_from'.")
-        step = target.steps[-1]
-        (work / "logs").mkdir()
-        log = work / "logs" / f"1-{step.output}.log"
-        progress_out.step(1, step.name)
+    sweep_stale(final.parent)
+    with interruptible():
+        work = claim(final.parent / f".{final.name}.partial")
         try:
-            result = run_step(step.exporter, onnx_file, work / step.output, spec, log)
-        except Exception:
-            keep_log(log, final)
+            return _build(source, recorded, onnx_file, target, card, base, exported, final, work, calib, calib_size,
+                          data, max_batch, opt_batch, workspace_mb, timing_cache, fp32_layers, force, tolerance,
+                          timeout, progress_out)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_error(exc, final.parent) from exc
             raise
-        contract = contract_with(base, result.get("contract", {}))
-        tolerance_used = TOLERANCES[step.precision].replace(**(tolerance or {}))
-        step_report = check(step.name, runner_for(work / step.output, contract), reference, probes, tolerance_used)
-        report.steps.append(step_report)
-        progress_out.done(f"{result['seconds']:7.1f}s  {'ok' if step_report.passed else 'PARITY FAILED'}  "
-                          f"{step_report.summary()}")
-        record = {"step": step.name, "output": step.output, "seconds": round(result["seconds"], 2),
-                  "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
-                  "notes": result.get("notes", []), "contract": contract.to_dict(),
-                  "parity": "passed" if step_report.passed else "failed"}
-        manifest = _manifest(recorded, source, target, card, contract, calibration, record, report,
-                             work / step.output, fp32_layers)
-        return finish(work, final, manifest, report, force, progress_out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            if work.exists():
+                remove(work)
+
+
+def _build(source, recorded, onnx_file, target, card, base, exported, final, work, calib, calib_size, data, max_batch,
+           opt_batch, workspace_mb, timing_cache, fp32_layers, force, tolerance, timeout, progress_out) -> Artifact:
+    """Calibrates, builds and verifies the engine in the claimed work folder, then moves it into place."""
+    calibration = load_calibration(card, calib, calib_size) if target.calibrated else None
+    spec = ExportSpec(card.name, target.name, recorded["weights"]["source"], None, exported["num_classes"],
+                      exported["input_size"], exported["batch"], exported["dynamic_batch"], None, "int8", timeout,
+                      None if data is None else str(data), workspace_mb,
+                      None if timing_cache is None else str(timing_cache), max_batch, opt_batch, tuple(fp32_layers))
+    if calibration is not None:
+        np.save(work / "calibration.npy", calibration.data)
+        spec = dataclasses.replace(spec, calibration_file=str(work / "calibration.npy"))
+    probes = build_probes(card, base, data)
+    with runner_for(onnx_file, base) as runner:
+        reference = runner.infer(probes.artifact)
+    report = ParityReport(card.name, target.name, probes.source)
+    report.notes.append(f"Reference: the verified ONNX artifact {source.name} (sha256 "
+                        f"{recorded['artifact']['sha256'][:12]}...) in ONNX Runtime on the CPU, not PyTorch, which "
+                        "this device does not need. That ONNX file's own parity against PyTorch is in 'built_from'.")
+    step = target.steps[-1]
+    (work / "logs").mkdir()
+    log = work / "logs" / f"1-{step.output}.log"
+    progress_out.step(1, step.name)
+    try:
+        result = run_step(step.exporter, onnx_file, work / step.output, spec, log)
+    except Exception:
+        keep_log(log, final)
+        raise
+    contract = contract_with(base, result.get("contract", {}))
+    tolerance_used = TOLERANCES[step.precision].replace(**(tolerance or {}))
+    step_report = check(step.name, runner_for(work / step.output, contract), reference, probes, tolerance_used)
+    report.steps.append(step_report)
+    progress_out.done(f"{result['seconds']:7.1f}s  {'ok' if step_report.passed else 'PARITY FAILED'}  "
+                      f"{step_report.summary()}")
+    record = {"step": step.name, "output": step.output, "seconds": round(result["seconds"], 2),
+              "peak_rss_mb": round(result["peak_rss_mb"], 1), "info": result.get("info", {}),
+              "notes": result.get("notes", []), "contract": contract.to_dict(),
+              "parity": "passed" if step_report.passed else "failed"}
+    manifest = _manifest(recorded, source, target, card, contract, calibration, record, report,
+                         work / step.output, fp32_layers)
+    manifest["labels"] = write_labels(work, card)
+    return finish(work, final, manifest, report, force, progress_out)
 
 
 def _manifest(recorded, source: Path, target, card, contract, calibration, record, report, artifact_file: Path,
@@ -158,11 +178,8 @@ def _checked_onnx(source: Path, recorded: dict[str, Any]) -> Path:
                                "artifact: run 'edgekit export MODEL --target onnx' first")
     if recorded.get("status") != "verified":
         raise InvalidSpecError(f"{source} is {recorded.get('status')!r}, not verified; export it again with verification")
-    onnx_file = source / recorded["artifact"]["file"]
-    if not onnx_file.is_file() or sha256_file(onnx_file) != recorded["artifact"]["sha256"]:
-        raise InvalidSpecError(f"{onnx_file} is missing or no longer matches the sha256 in its manifest; copy the whole "
-                               "artifact folder again")
-    return onnx_file
+    check_files(source, recorded)
+    return source / recorded["artifact"]["file"]
 
 
 def _check_backends() -> None:

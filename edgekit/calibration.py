@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from edgekit.errors import InvalidSpecError
+from edgekit.errors import InvalidInputError, InvalidSpecError
 from edgekit.images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
 from edgekit.card import ModelCard
 
@@ -113,11 +113,25 @@ def _view(image: Image.Image, view: tuple[float, float, float, bool]) -> Image.I
 def _from_npy(path: Path, card: ModelCard, size: int) -> np.ndarray:
     if not path.is_file():
         raise InvalidSpecError(f"calibration file {str(path)!r} does not exist")
-    data = np.load(path, allow_pickle=False)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InvalidInputError(f"calibration file {str(path)!r} is not a readable NumPy array ({exc}); save it with "
+                                "numpy.save(PATH, array) from a float32 array") from None
+    if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
+        raise InvalidInputError(f"calibration array {str(path)!r} has dtype {getattr(data, 'dtype', type(data))}; "
+                                "expected float32, preprocessed by the model card (NCHW, normalised)")
     expected = (3, card.input_size, card.input_size)
     if data.ndim != 4 or tuple(data.shape[1:]) != expected:
         raise InvalidSpecError(
             f"calibration array {str(path)!r} has shape {tuple(data.shape)}; expected [N, {', '.join(map(str, expected))}] "
             "float32, preprocessed by the model card (NCHW, normalised)"
         )
-    return data[:size]
+    data = data[:size]
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        samples = np.flatnonzero(~np.isfinite(data).reshape(len(data), -1).all(1))
+        raise InvalidInputError(f"calibration array {str(path)!r} holds {bad} NaN or infinite values (in samples "
+                                f"{', '.join(map(str, samples[:10]))}{', ...' if len(samples) > 10 else ''}); "
+                                "quantization ranges would be meaningless. Recompute the array from real images")
+    return data

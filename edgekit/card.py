@@ -51,8 +51,12 @@ class ModelCard:
     label_set: str = "imagenet-1k"
     aliases: tuple[str, ...] = ()
     offline_weights: OfflineWeights | None = None
+    # Class names of a label set that only this card knows (a fine-tuned checkpoint's), in output order.
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.labels and len(self.labels) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.labels)} class names for {self.num_classes} classes")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"{self.name}: interpolation must be one of {INTERPOLATIONS}")
         if self.resize_size < self.input_size:
@@ -61,7 +65,7 @@ class ModelCard:
     @property
     def class_names(self) -> tuple[str, ...]:
         """Class names in checkpoint order."""
-        return class_names(self.label_set)
+        return self.labels or class_names(self.label_set)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -80,8 +84,8 @@ class ModelCard:
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         """The card back from `to_dict` (as a manifest records it), with no model code imported."""
         data = dict(data)
-        for key in ("mean", "std", "aliases"):
-            data[key] = tuple(data[key])
+        for key in ("mean", "std", "aliases", "labels"):
+            data[key] = tuple(data.get(key, ()))
         if data.get("offline_weights"):
             data["offline_weights"] = OfflineWeights(**data["offline_weights"])
         return cls(**data)

@@ -1,17 +1,23 @@
 """The `edgekit` command: parses arguments, calls the Python API, maps errors to exit codes.
 
 Exit codes: 0 success; 1 other failure; 2 bad usage or input (unknown name, bad option, unusable
-weights); 3 parity failed; 4 a backend is missing.
+weights, unreadable or altered files); 3 parity failed; 4 a backend is missing; 130 and 143 when
+interrupted by SIGINT (Ctrl-C) or SIGTERM, after removing unfinished work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 
-from edgekit.errors import EdgekitError, MissingBackendError
+from edgekit.errors import EdgekitError, ExportFailures, MissingBackendError
+
+TRACEBACK_ENV = "EDGEKIT_TRACEBACK"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,23 +29,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
+    except ExportFailures as exc:
+        for artifact in exc.artifacts.values():
+            print(artifact.file)
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except EdgekitError as exc:
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if exc.name != "torch":
-            raise
+            return _unexpected(exc)
         print("edgekit: error: this command needs PyTorch, which is not installed. Install it with: "
               "pip install 'edgekit[export]' (running an exported artifact with 'edgekit predict' does not need it)",
               file=sys.stderr)
         return MissingBackendError.exit_code
-    except KeyboardInterrupt:
-        print("edgekit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = exc.args[0] if exc.args else "SIGINT"
+        print(f"edgekit: interrupted ({name}); unfinished work was removed", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except Exception as exc:  # the last line of defence: one readable line instead of a traceback
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    if os.environ.get(TRACEBACK_ENV):
+        raise exc
+    where = exc.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    place = f" at {where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where is not None else ""
+    print(f"edgekit: error: unexpected {type(exc).__name__}: {exc}{place}. This is a bug in edgekit or in a "
+          f"converter it called; set {TRACEBACK_ENV}=1 to see the traceback, and please report it", file=sys.stderr)
+    return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Export reference image classifiers to edge formats, verified.")
+    parser.add_argument("--version", action=_Version, help="print edgekit's version and the installed backends' versions")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the model zoo")
@@ -57,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a model to a target, verifying every step")
     export.add_argument("model")
-    export.add_argument("--target", required=True, help="see 'edgekit targets'")
+    export.add_argument("--target", required=True,
+                        help="a target, a comma-separated list, 'all', a glob such as 'tflite-*', or a family such as "
+                             "'tflite'; shared steps run once (see 'edgekit targets')")
     export.add_argument("--weights", default=None, help="'imagenet' (offline) or a checkpoint path; default: seeded random init")
     export.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     export.add_argument("--num-classes", type=int, default=None, help="classifier size; replaces a checkpoint head of another size")
@@ -71,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true", help="skip parity checks (the manifest says unverified)")
     export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
     export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
+    export.add_argument("--jobs", type=int, default=None, help="steps run side by side at most (default: 2)")
     _tolerance_options(export)
     _engine_options(export)
     export.set_defaults(handler=_export)
@@ -87,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--fp32-layers", default="", help="comma-separated PyTorch module names to keep in FP32 (see check-fp16)")
     engine.add_argument("--force", action="store_true")
     engine.add_argument("--timeout", type=float, default=1800.0)
+    _signature_option(engine)
     _tolerance_options(engine)
     _engine_options(engine)
     engine.set_defaults(handler=_build_engine)
@@ -95,7 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("directory")
     verify.add_argument("--data", default=None)
     verify.add_argument("--json", action="store_true")
+    _signature_option(verify)
     verify.set_defaults(handler=_verify)
+
+    sign = commands.add_parser("sign", help="sign an artifact folder with a private key (OpenSSF model-signing)")
+    sign.add_argument("directory", metavar="ARTIFACT_DIR")
+    sign.add_argument("--key", required=True, help="PEM elliptic-curve private key (openssl ecparam -name prime256v1 -genkey)")
+    sign.add_argument("--password", default=None, help="the key's password, if it is encrypted")
+    sign.set_defaults(handler=_sign)
 
     bench = commands.add_parser("bench", help="export (or reuse) targets and measure latency, size, memory, accuracy")
     bench.add_argument("model")
@@ -120,12 +158,42 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--json", action="store_true")
+    _signature_option(predict)
     predict.set_defaults(handler=_predict)
 
     targets = commands.add_parser("targets", help="list export targets and whether each is available here")
     targets.add_argument("--json", action="store_true")
     targets.set_defaults(handler=_targets)
     return parser
+
+
+class _Version(argparse.Action):
+    """`edgekit --version`: edgekit's version, then each backend's (or 'not installed')."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from edgekit import __version__
+        from edgekit.manifest import tool_versions
+
+        print(f"edgekit {__version__}")
+        for name, version in tool_versions().items():
+            if name != "edgekit":
+                print(f"  {name:<16} {version or 'not installed'}")
+        parser.exit()
+
+
+def _signature_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--require-signature", default=None, metavar="PUBKEY",
+                        help="refuse the artifact unless its folder is signed by this public key ('edgekit sign')")
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from edgekit.integrity.signing import sign
+
+    print(sign(args.directory, args.key, password=args.password))
+    return 0
 
 
 def _tolerance_options(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +225,7 @@ def _build_engine(args: argparse.Namespace) -> int:
         args.directory, args.precision, out=args.out, calib=args.calib, calib_size=args.calib_size, data=args.data,
         max_batch=args.max_batch, opt_batch=args.opt_batch, workspace_mb=args.workspace_mb,
         timing_cache=args.timing_cache, fp32_layers=tuple(n for n in args.fp32_layers.split(",") if n),
-        force=args.force, tolerance=_tolerance(args), timeout=args.timeout,
+        force=args.force, tolerance=_tolerance(args), timeout=args.timeout, require_signature=args.require_signature,
     )
     print(artifact.file)
     return 0
@@ -171,16 +239,17 @@ def _export(args: argparse.Namespace) -> int:
         input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, calib=args.calib,
         calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
         io_dtype=args.io_dtype, tolerance=_tolerance(args), timeout=args.timeout, workspace_mb=args.workspace_mb,
-        timing_cache=args.timing_cache, max_batch=args.max_batch, opt_batch=args.opt_batch,
+        timing_cache=args.timing_cache, max_batch=args.max_batch, opt_batch=args.opt_batch, jobs=args.jobs,
     )
-    print(artifact.file)
+    for one in artifact.values() if isinstance(artifact, dict) else [artifact]:
+        print(one.file)
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     import edgekit
 
-    report = edgekit.verify(args.directory, data=args.data)
+    report = edgekit.verify(args.directory, data=args.data, require_signature=args.require_signature)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -188,6 +257,9 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{'ok' if step.passed else 'FAILED'}  {step.artifact}: {step.summary()}")
             for failure in step.failures:
                 print(f"  - {failure}")
+    if not report.passed:
+        print(f"edgekit: error: {args.directory} does not match its PyTorch reference: {report.describe_failure()}",
+              file=sys.stderr)
     return 0 if report.passed else 3
 
 
@@ -198,9 +270,22 @@ def _targets(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(_table(("target", "available", "precision", "why not / description"),
-                 [(r["name"], "yes" if r["available"] else "no", r["precision"], r["reason"] or r["description"]) for r in rows]))
+    width = shutil.get_terminal_size((100, 24)).columns
+    fixed = max(len(r["name"]) for r in rows) + len("available") + max(len(r["precision"]) for r in rows) + 6
+    print(_table(("target", "available", "precision", "description"),
+                 [(r["name"], "yes" if r["available"] else "no", r["precision"],
+                   _clip(r["description"], max(20, width - fixed))) for r in rows]))
+    missing = [r for r in rows if not r["available"]]
+    if missing:
+        print("\nunavailable here:")
+        for r in missing:
+            print(textwrap.fill(f"{r['name']}: {r['reason']}", width=max(40, width - 1), initial_indent="  ",
+                                subsequent_indent="      "))
     return 0
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -276,7 +361,7 @@ def _check_fp16(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from edgekit.predict import predict
 
-    results = predict(args.directory, args.images, topk=args.topk)
+    results = predict(args.directory, args.images, topk=args.topk, require_signature=args.require_signature)
     if not args.json and results and results[0]["artifact_status"] != "verified":
         print(f"warning: this artifact's manifest says {results[0]['artifact_status']!r}, not 'verified'", file=sys.stderr)
     return _print_topk(results, args.json)

@@ -38,6 +38,14 @@ class EngineMismatchError(UsageError):
     """A TensorRT engine built for another GPU or TensorRT version than the one here."""
 
 
+class InvalidInputError(UsageError):
+    """An input file that cannot be used: an unreadable image, a non-finite array, a corrupt manifest."""
+
+
+class IntegrityError(UsageError):
+    """An artifact whose bytes no longer match its manifest, or whose signature does not verify."""
+
+
 class ParityError(EdgekitError):
     """An artifact does not compute what the reference model computes."""
 
@@ -51,9 +59,27 @@ class MissingBackendError(EdgekitError):
 
 
 class ExportError(EdgekitError):
-    """A converter failed, crashed or timed out."""
+    """A converter failed, crashed or timed out, or the disk filled."""
 
     exit_code = 1
+
+
+class ExportBusyError(ExportError):
+    """Another live export is writing the same artifact."""
+
+
+class ExportFailures(EdgekitError):
+    """Some targets of a multi-target export failed; the others were written and verified.
+
+    `artifacts` maps each finished target to its Artifact, `errors` each failed target to its error,
+    and the exit code is the highest of the failed targets' codes.
+    """
+
+    def __init__(self, message: str, artifacts: dict, errors: dict) -> None:
+        super().__init__(message)
+        self.artifacts = artifacts
+        self.errors = errors
+        self.exit_code = max(error.exit_code for error in errors.values())
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

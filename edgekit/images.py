@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgekit.errors import InvalidSpecError
+from edgekit.errors import InvalidInputError, InvalidSpecError
 from edgekit.card import ModelCard, imagenet_classes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+BROKEN_LIMIT = 10
 SYNSET = re.compile(r"n\d{8}")
 _PIL_INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,
@@ -51,12 +52,41 @@ def preprocess(image: Image.Image, card: ModelCard) -> np.ndarray:
 
 
 def load_batch(paths: list[Path], card: ModelCard) -> np.ndarray:
-    """Preprocesses image files into one NCHW float32 batch."""
-    arrays = []
+    """Preprocesses image files into one NCHW float32 batch.
+
+    Raises:
+        InvalidInputError: naming every file that cannot be read as an image, and why. None of the
+            others is used: a run on part of the images the user gave would report on a set they
+            did not choose.
+    """
+    arrays, broken = [], []
     for path in paths:
-        with Image.open(path) as image:
-            arrays.append(preprocess(image, card))
+        try:
+            arrays.append(read_image(path, card))
+        except InvalidInputError as exc:
+            broken.append(str(exc))
+    if broken:
+        shown = "\n  ".join(broken[:BROKEN_LIMIT])
+        more = f"\n  ... and {len(broken) - BROKEN_LIMIT} more" if len(broken) > BROKEN_LIMIT else ""
+        raise InvalidInputError(f"{len(broken)} of {len(paths)} image files cannot be read:\n  {shown}{more}\n"
+                                "Remove or replace them; nothing was processed")
     return np.stack(arrays) if arrays else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
+
+
+def read_image(path: str | Path, card: ModelCard) -> np.ndarray:
+    """One image file preprocessed by `card`.
+
+    Raises:
+        InvalidInputError: the file is missing, not an image, truncated or corrupt, naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return preprocess(image, card)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise InvalidInputError(f"{path}: not a readable image ({reason})") from None
 
 
 def find_images(root: str | Path, card: ModelCard) -> list[LabelledImage]:

@@ -16,7 +16,7 @@ from edgekit.backends import version
 
 MANIFEST = "manifest.json"
 TOOLS = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript", "tensorflow", "tf-keras",
-         "onnx2tf", "ai-edge-litert", "tensorrt")
+         "onnx2tf", "ai-edge-litert", "nncf", "openvino", "executorch", "torchao", "tensorrt")
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -46,20 +46,65 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    from edgekit.errors import InvalidSpecError
+REQUIRED = {"status": str, "model": str, "target": str, "precision": str, "artifact": dict, "card": dict,
+            "contract": dict, "weights": dict, "export": dict}
 
-    path = Path(directory) / MANIFEST
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of an artifact folder, checked for the fields every reader needs.
+
+    Raises:
+        InvalidSpecError: `directory` is not a folder or holds no manifest.
+        InvalidInputError: the manifest is not valid JSON or lacks what edgekit writes into every manifest.
+    """
+    from edgekit.errors import InvalidInputError, InvalidSpecError
+
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise InvalidSpecError(f"{str(directory)!r} is not a folder; pass a folder written by 'edgekit export'")
     if not path.is_file():
         raise InvalidSpecError(f"{str(directory)!r} holds no {MANIFEST}; pass a folder written by 'edgekit export'")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc}); the file is damaged. Copy the artifact folder "
+                                "again, or export it again") from None
+    problems = [] if isinstance(manifest, dict) else ["it is not a JSON object"]
+    if not problems:
+        problems = [f"'{key}' is missing or not a {kind.__name__}" for key, kind in REQUIRED.items()
+                    if not isinstance(manifest.get(key), kind)]
+        artifact = manifest.get("artifact") or {}
+        if not problems and not (isinstance(artifact.get("file"), str) and isinstance(artifact.get("sha256"), str)):
+            problems.append("'artifact' lacks its file name or sha256")
+        if not problems and manifest["card"].get("name") != manifest["model"]:
+            problems.append(f"it names model {manifest['model']!r} but its card is {manifest['card'].get('name')!r}")
+    if problems:
+        raise InvalidInputError(f"{path} is not a manifest edgekit can use: {'; '.join(problems)}. Export the "
+                                "artifact again")
+    return manifest
 
 
 def manifest_card(manifest: dict[str, Any]):
     """The model card an artifact was exported with, as its manifest records it (no PyTorch needed)."""
     from edgekit.card import ModelCard
+    from edgekit.errors import InvalidInputError
 
-    return ModelCard.from_dict(manifest["card"])
+    try:
+        return ModelCard.from_dict(manifest["card"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"the manifest's model card is damaged ({exc}); export the artifact again") from None
+
+
+def manifest_contract(manifest: dict[str, Any]):
+    """The input/output contract an artifact's manifest records."""
+    from edgekit.contract import Contract
+    from edgekit.errors import InvalidInputError
+
+    try:
+        return Contract.from_dict(manifest["contract"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"the manifest's contract is damaged ({exc}); export the artifact again") from None
 
 
 def place(work: Path, final: Path, force: bool) -> None:

@@ -5,23 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.classify import check_inputs, top_classes
-from edgekit.contract import Contract
 from edgekit.images import load_batch
-from edgekit.manifest import manifest_card, read_manifest
+from edgekit.integrity import check_files
+from edgekit.manifest import manifest_card, manifest_contract, read_manifest
 from edgekit.runners import runner_for
 
 
-def predict(directory: str | Path, images: list[str | Path], topk: int = 5, threads: int | None = None) -> list[dict]:
+def predict(directory: str | Path, images: list[str | Path], topk: int = 5, threads: int | None = None,
+            require_signature: str | Path | None = None) -> list[dict]:
     """Top-k classes for each image, from the artifact in `directory` (its own runtime, no PyTorch model).
+
+    The artifact's bytes are checked against its manifest's sha256 before anything loads it, and,
+    with `require_signature` (a public key), the folder's signature too.
 
     Raises:
         InvalidSpecError: no manifest, missing image files, or a bad `topk`.
+        InvalidInputError: an unreadable image or a damaged manifest.
+        IntegrityError: the artifact changed since export, or its signature does not verify.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     check_inputs(images, topk)
+    if require_signature is not None:
+        from edgekit.integrity.signing import verify_signature
+
+        verify_signature(directory, require_signature)
+    check_files(directory, manifest)
     card = manifest_card(manifest)
-    contract = Contract.from_dict(manifest["contract"])
+    contract = manifest_contract(manifest)
     batch = contract.channel_order_of(load_batch([Path(p) for p in images], contract.preprocessing_card(card)))
     with runner_for(directory / manifest["artifact"]["file"], contract, threads=threads) as runner:
         logits = runner.infer(batch)

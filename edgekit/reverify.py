@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.contract import Contract
 from edgekit.errors import WeightsError
-from edgekit.manifest import manifest_card, read_manifest
+from edgekit.integrity import check_files
+from edgekit.manifest import manifest_card, manifest_contract, read_manifest
 from edgekit.models import create_model, get_card
 from edgekit.manifest import sha256_file
 from edgekit.models.weights import weights_path
@@ -15,15 +15,22 @@ from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner
 
 
-def verify(directory: str | Path, data: str | Path | None = None, threads: int | None = None) -> ParityReport:
+def verify(directory: str | Path, data: str | Path | None = None, threads: int | None = None,
+           require_signature: str | Path | None = None) -> ParityReport:
     """Rebuilds the PyTorch reference recorded in `directory/manifest.json` and checks the artifact again.
 
     Raises:
         WeightsError: the recorded weights are gone or their sha256 differs from the manifest's.
         InvalidSpecError: no manifest in `directory`.
+        IntegrityError: the artifact changed since export, or its signature does not verify.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if require_signature is not None:
+        from edgekit.integrity.signing import verify_signature
+
+        verify_signature(directory, require_signature)
+    check_files(directory, manifest)
     recorded = manifest["weights"]
     weights_file = None
     if recorded["source"] is not None:
@@ -34,7 +41,7 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
                                f"weights with sha256 {recorded['sha256']}; refusing to verify against other weights")
     card = manifest_card(manifest)
     reference = create_model(manifest["model"], weights=weights_file, num_classes=card.num_classes)
-    contract = Contract.from_dict(manifest["contract"])
+    contract = manifest_contract(manifest)
     probes = build_probes(card, contract, data)
     with TorchRunner(reference, contract, threads) as runner:
         reference_logits = runner.infer(probes.reference)

@@ -16,7 +16,11 @@ MODEL = "model"
 
 @dataclass(frozen=True)
 class Step:
-    """One conversion: `exporter` ("module:function" under edgekit.exporters) reads `input`, writes `output`."""
+    """One conversion: `exporter` ("module:function" under edgekit.exporters) reads `input`, writes `output`.
+
+    `side_outputs` are files or folders a later step may read (onnx2tf's SavedModel); `companions`
+    are files beside `output` that belong to the artifact and ship with it (an OpenVINO IR's `.bin`).
+    """
 
     name: str
     exporter: str
@@ -24,6 +28,7 @@ class Step:
     precision: str
     input: str | None = None
     side_outputs: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from edgekit import export, verify
 from edgekit.errors import ExportError, InvalidSpecError, MissingBackendError, ParityError, UnknownTargetError, WeightsError
 from edgekit.models import create_model
 from edgekit.manifest import sha256_file
-from edgekit.pipeline import _check_backends
+from edgekit.pipeline.export import check_backends
 from edgekit.targets import Step, Target
 
 SMALL = "shufflenet_v2_cifar_x0_5"
@@ -77,7 +77,7 @@ def test_missing_backend_names_the_extra() -> None:
     target = Target("needs-absent", "test", (Step("x", "onnx:export_onnx", "m.onnx", "fp32"),),
                     requires=(("edgekit_absent_backend", "onnx"),))
     with pytest.raises(MissingBackendError, match=r"needs edgekit_absent_backend, which is not installed.*pip install 'edgekit\[onnx\]'"):
-        _check_backends(target)
+        check_backends(target)
 
 
 def test_reverify_rebuilds_the_reference_and_refuses_other_weights(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from edgekit.errors import InvalidSpecError
 from edgekit.models import efficientnet, mobilenetv2, shufflenetv2  # noqa: F401  (registers the models)
 from edgekit.models._registry import get_builder, get_card, list_models, register_model, resolve_name
 from edgekit.card import ModelCard
-from edgekit.models.weights import load_weights, weights_path
+from edgekit.models.weights import checkpoint_metadata, load_weights, weights_path
 
 __all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]
 
@@ -28,18 +28,45 @@ def _draw_batchnorm(model: nn.Module) -> None:
                 module.bias.copy_(torch.randn(n) * 0.1)
 
 
-def model_card(name: str, num_classes: int | None = None, input_size: int | None = None) -> ModelCard:
-    """The card of `name`, adjusted for a custom class count or input size."""
+def model_card(name: str, num_classes: int | None = None, input_size: int | None = None,
+               weights: str | Path | None = None) -> ModelCard:
+    """The card of `name`, adjusted for a custom class count or input size.
+
+    A checkpoint written by `edgekit train` (`weights`) brings its class count and names and its input
+    size; `num_classes` or `input_size` given here still win.
+    """
     card = get_card(name)
+    metadata = checkpoint_metadata(weights_path(card, weights)) if weights is not None else None
+    if metadata is not None:
+        card = _trained_card(card, metadata, weights)
     if num_classes is not None and num_classes != card.num_classes:
         if num_classes < 1:
             raise InvalidSpecError(f"num_classes must be at least 1, got {num_classes}")
-        card = card.replace(num_classes=num_classes, label_set=f"custom-{num_classes}")
-    if input_size is not None and input_size != card.input_size:
-        if input_size < 32:
-            raise InvalidSpecError(f"input size must be at least 32, got {input_size}")
-        card = card.replace(input_size=input_size, resize_size=max(card.resize_size * input_size // card.input_size, input_size))
-    return card
+        card = card.replace(num_classes=num_classes, label_set=f"custom-{num_classes}", labels=())
+    return _resized(card, input_size)
+
+
+def _resized(card: ModelCard, input_size: int | None) -> ModelCard:
+    if input_size is None or input_size == card.input_size:
+        return card
+    if input_size < 32:
+        raise InvalidSpecError(f"input size must be at least 32, got {input_size}")
+    return card.replace(input_size=input_size, resize_size=max(card.resize_size * input_size // card.input_size, input_size))
+
+
+def _trained_card(card: ModelCard, metadata: dict, weights) -> ModelCard:
+    """The card of a fine-tuned checkpoint: its classes, names and input size."""
+    from edgekit.errors import WeightsError
+
+    trained_for = metadata.get("model")
+    if trained_for is not None and resolve_name(str(trained_for)) != card.name:
+        raise WeightsError(f"{weights} was trained for {trained_for}, not {card.name}; export it as {trained_for}")
+    names = tuple(str(n) for n in metadata.get("class_names", ()))
+    count = int(metadata.get("num_classes", len(names) or card.num_classes))
+    if names and len(names) != count:
+        raise WeightsError(f"{weights}: {len(names)} class names for {count} classes; the checkpoint is damaged")
+    card = card.replace(num_classes=count, label_set=f"custom-{count}", labels=names)
+    return _resized(card, int(metadata["input_size"]) if metadata.get("input_size") else None)
 
 
 def create_model(
@@ -67,6 +94,9 @@ def create_model(
         WeightsError: weights cannot be found, verified or loaded.
     """
     card = get_card(name)
+    if weights is not None and num_classes is None:
+        metadata = checkpoint_metadata(weights_path(card, weights))
+        num_classes = None if metadata is None else metadata.get("num_classes")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

@@ -14,6 +14,8 @@ from edgekit.manifest import sha256_file
 from edgekit.card import ModelCard
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+# The key under which `edgekit train` stores what the checkpoint is: model, class names, input size, recipe.
+METADATA_KEY = "edgekit"
 PREFIXES = ("module.", "_orig_mod.")
 LIST_LIMIT = 12
 
@@ -64,15 +66,30 @@ def weights_path(card: ModelCard, weights: str | Path) -> Path:
     return path
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reads a bare state_dict, or one wrapped in a checkpoint dict, and strips DataParallel prefixes."""
+def _load(path: str | Path):
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or pickled-object files
         raise WeightsError(
             f"cannot read {str(path)!r} as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}). Save a state_dict: torch.save(model.state_dict(), PATH)."
+            f"{(str(exc).splitlines() or [''])[0]}). Save a state_dict: torch.save(model.state_dict(), PATH)."
         ) from exc
+
+
+def checkpoint_metadata(path: str | Path | None) -> dict | None:
+    """What a checkpoint written by `edgekit train` says about itself (model, classes, input size), or None."""
+    if path is None or str(path) == "imagenet":
+        return None
+    obj = _load(path)
+    metadata = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise WeightsError(f"{str(path)!r}: its {METADATA_KEY!r} entry is not a mapping; it was not written by edgekit")
+    return None if metadata is None else dict(metadata)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reads a bare state_dict, or one wrapped in a checkpoint dict, and strips DataParallel prefixes."""
+    obj = _load(path)
     for key in WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -86,6 +103,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        shown = ", ".join(broken[:LIST_LIMIT]) + (f", ... ({len(broken) - LIST_LIMIT} more)" if len(broken) > LIST_LIMIT else "")
+        raise WeightsError(f"{str(path)!r} holds NaN or infinite values in {len(broken)} tensors ({shown}); "
+                           "the checkpoint is damaged or its training diverged. Use a checkpoint from before that")
     return state
 
 

@@ -44,6 +44,13 @@ class StepReport:
             "metrics": self.metrics.to_dict(), "by_kind": {k: m.to_dict() for k, m in self.by_kind.items()},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepReport:
+        """The report back from `to_dict` (a converter process verifies its own output and sends this)."""
+        return cls(data["step"], data["artifact"], data["runner"], Tolerance(**data["tolerance"]),
+                   Metrics(**data["metrics"]), {k: Metrics(**m) for k, m in data["by_kind"].items()},
+                   list(data["failures"]), data["gated_on"])
+
     @property
     def gate(self) -> Metrics:
         """The figures the step was judged on: the photos' for quantized precisions, else all probes'."""
@@ -88,10 +95,9 @@ class ParityReport:
         return f"parity broke at step '{step.step}' ({step.artifact}): " + "; ".join(step.failures)
 
 
-def _runtime_failure(step: str, runner: Runner, probes: Probes, tolerance: Tolerance, exc: Exception) -> StepReport:
+def _not_compared(step: str, runner: Runner, probes: Probes, tolerance: Tolerance, message: str) -> StepReport:
     nan = float("nan")
     metrics = Metrics(len(probes.kinds), nan, nan, nan, nan, nan, None, 0, nan)
-    message = f"{runner.name} could not run the artifact: {type(exc).__name__}: {str(exc).strip().splitlines()[-1]}"
     return StepReport(step, runner.path.name, runner.name, tolerance, metrics, {}, [message], "not run")
 
 
@@ -105,7 +111,13 @@ def check(step: str, runner: Runner, reference_logits: np.ndarray, probes: Probe
         with runner:
             actual = runner.infer(probes.artifact)
     except Exception as exc:  # any runtime's load or run error means the artifact cannot be used as exported
-        return _runtime_failure(step, runner, probes, tolerance, exc)
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        return _not_compared(step, runner, probes, tolerance,
+                             f"{runner.name} could not run the artifact: {type(exc).__name__}: {last}")
+    if actual.shape != reference_logits.shape:
+        return _not_compared(step, runner, probes, tolerance,
+                             f"the artifact outputs shape {tuple(actual.shape)} where the reference outputs "
+                             f"{tuple(reference_logits.shape)}: it is not the model its manifest names")
     labels = probes.labels
     overall = compute(reference_logits, actual, tolerance, labels)
     by_kind = {}

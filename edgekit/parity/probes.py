@@ -28,6 +28,19 @@ class Probes:
     def select(self, kind: str) -> np.ndarray:
         return self.kinds == kind
 
+    def save(self, path: str | Path) -> None:
+        """Writes the probes to an .npz file, for a converter process that verifies its own output."""
+        same = self.artifact is self.reference or np.array_equal(self.artifact, self.reference)
+        np.savez(path, reference=self.reference, artifact=self.reference if same else self.artifact,
+                 labels=self.labels, kinds=self.kinds, source=np.array(self.source), same=np.array(same))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Probes:
+        with np.load(path, allow_pickle=False) as data:
+            reference = data["reference"]
+            artifact = reference if bool(data["same"]) else data["artifact"]
+            return cls(reference, artifact, data["labels"], data["kinds"], str(data["source"]))
+
 
 def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = None,
                  random_probes: int = RANDOM_PROBES) -> Probes:

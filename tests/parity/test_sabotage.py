@@ -16,7 +16,7 @@ from edgekit.models import create_model, get_card
 from edgekit.parity import TOLERANCES, build_probes, check
 from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner
-from edgekit.spec import ExportSpec
+from edgekit.pipeline.spec import ExportSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mobilenet_v2")]
 MODEL = "mobilenet_v2"

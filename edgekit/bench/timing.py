@@ -1,4 +1,4 @@
-"""Measures one runner in a process of its own: `python -m edgekit.timing REQUEST.json`.
+"""Measures one runner in a process of its own: `python -m edgekit.bench.timing REQUEST.json`.
 
 Each runtime gets a fresh process, so its peak resident memory is its own, and every runtime
 runs with the same thread count.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit._worker import peak_rss_mb
+from edgekit.pipeline.worker import peak_rss_mb
 from edgekit.contract import Contract
 
 THROUGHPUT_BATCH = 8

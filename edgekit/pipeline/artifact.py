@@ -1,4 +1,4 @@
-"""An export's result folder: the artifact, its manifest, progress lines, and the atomic finish.
+"""An export's result folder: the artifact, its labels and manifest, progress lines, and the atomic finish.
 
 Shared by `edgekit export` and `edgekit build-engine`, and free of PyTorch, because build-engine
 runs on devices that have none.
@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.card import ModelCard
 from edgekit.contract import Contract, Quantization
 from edgekit.errors import ParityError
 from edgekit.manifest import MANIFEST, place, write_json
 from edgekit.parity import ParityReport
+
+LABELS = "labels.txt"
 
 
 @dataclass
@@ -52,11 +55,18 @@ class Progress:
         self.say(f"        {text}")
 
 
+def write_labels(folder: Path, card: ModelCard) -> str:
+    """Writes `labels.txt`, one class name per line in output order; returns its name."""
+    (folder / LABELS).write_text("".join(f"{name}\n" for name in card.class_names), encoding="utf-8")
+    return LABELS
+
+
 def finish(work: Path, final: Path, manifest: dict[str, Any], report: ParityReport | None, force: bool,
            progress: Progress) -> Artifact:
-    """Leaves only the artifact and its manifest, moves them into place, and raises on a parity failure."""
+    """Leaves only the artifact, its companions, labels and manifest, moves them into place, raises on parity failure."""
     status = manifest["status"]
-    keep = {manifest["artifact"]["file"], MANIFEST}
+    keep = {manifest["artifact"]["file"], MANIFEST, manifest.get("labels")}
+    keep |= {companion["file"] for companion in manifest["artifact"].get("companions", [])}
     write_json(work / MANIFEST, manifest)
     for path in work.iterdir():
         if path.name not in keep:

@@ -127,7 +127,7 @@ def _child(request: dict, out: Path) -> dict:
     with tempfile.TemporaryDirectory(dir=out) as folder:
         request_file, result_file = Path(folder) / "request.json", Path(folder) / "result.json"
         request_file.write_text(json.dumps(request | {"result": str(result_file)}))
-        process = subprocess.run([sys.executable, "-m", "edgekit.timing", str(request_file)], capture_output=True,
+        process = subprocess.run([sys.executable, "-m", "edgekit.bench.timing", str(request_file)], capture_output=True,
                                  text=True, timeout=MEASURE_TIMEOUT)
         if process.returncode != 0:
             raise EdgekitError(f"benchmark process failed:\n{process.stderr[-2000:]}")

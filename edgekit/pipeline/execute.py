@@ -1,0 +1,182 @@
+"""Runs export steps in child processes, several side by side, each with a time limit and a log.
+
+A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the parent, which
+stops every child (and whatever the child started) before it removes the work folder. A child
+also dies with its parent, even one killed by SIGKILL (see `worker._die_with_parent`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, ExportError
+from edgekit.pipeline.spec import ExportSpec
+from edgekit.pipeline.staging import disk_error
+
+LOG_TAIL_LINES = 25
+HEARTBEAT_S = 30.0
+STOP_GRACE_S = 3.0
+DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "ENOSPC", "Disk quota exceeded")
+
+
+@dataclass
+class Job:
+    """One step to run: `exporter` reads `source` ("model" or a file) and writes `output`; `verify` asks for parity."""
+
+    key: str
+    exporter: str
+    source: str | Path
+    output: Path
+    spec: ExportSpec
+    log: Path
+    verify: dict | None = None
+    name: str = ""
+
+
+@dataclass
+class Done:
+    """A finished job: the exporter's report, or the error that stopped it."""
+
+    job: Job
+    report: dict | None = None
+    error: EdgekitError | None = None
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: subprocess.Popen
+    request: Path
+    result: Path
+    started: float
+    heartbeat: float = field(default=0.0)
+
+
+class Executor:
+    """Starts jobs in child processes, at most `slots` at once, and reports each as it finishes."""
+
+    def __init__(self, slots: int = 1, say: Callable[[str], None] | None = None) -> None:
+        self.slots = max(1, slots)
+        self.say = say or (lambda text: None)
+        self.running: dict[str, _Running] = {}
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+    def start(self, job: Job) -> None:
+        """Launches `job` in `python -m edgekit.pipeline.worker`, working in its output's folder."""
+        folder = job.output.parent
+        request = folder / f".{job.output.name}.request.json"
+        result = folder / f".{job.output.name}.result.json"
+        request.write_text(json.dumps({"exporter": job.exporter, "input": str(job.source), "output": str(job.output),
+                                       "spec": job.spec.to_dict(), "result": str(result), "verify": job.verify,
+                                       "parent": os.getpid()}))
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        with open(job.log, "ab") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "edgekit.pipeline.worker", str(request)], cwd=folder,
+                                       env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        now = time.monotonic()
+        self.running[job.key] = _Running(job, process, request, result, now, now)
+
+    def wait(self) -> list[Done]:
+        """Blocks until at least one running job finishes or runs out of time; returns those."""
+        while self.running:
+            finished = [self._collect(run) for run in list(self.running.values()) if self._over(run)]
+            if finished:
+                return finished
+            self._heartbeats()
+            time.sleep(0.05)
+        return []
+
+    def stop_all(self) -> None:
+        """Stops every running child and all it started: SIGTERM, then SIGKILL after a grace period."""
+        for run in self.running.values():
+            _signal_group(run.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for run in self.running.values():
+            try:
+                run.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(run.process, signal.SIGKILL)
+            run.process.wait()
+        self.running.clear()
+
+    def _over(self, run: _Running) -> bool:
+        return run.process.poll() is not None or time.monotonic() - run.started > run.job.spec.timeout
+
+    def _collect(self, run: _Running) -> Done:
+        del self.running[run.job.key]
+        job = run.job
+        if run.process.poll() is None:
+            _signal_group(run.process, signal.SIGKILL)
+            run.process.wait()
+            run.request.unlink(missing_ok=True)
+            return Done(job, error=ExportError(f"{job.exporter} ran past its time limit of {job.spec.timeout:.0f} s "
+                                               f"and was stopped (--timeout). Log: {job.log}"))
+        _signal_group(run.process, signal.SIGKILL)  # anything the step left running
+        run.request.unlink(missing_ok=True)
+        code = run.process.returncode
+        if code != 0 or not run.result.is_file() or not job.output.exists():
+            return Done(job, error=_failure(job, code))
+        report = json.loads(run.result.read_text())
+        run.result.unlink()
+        return Done(job, report=report)
+
+    def _heartbeats(self) -> None:
+        now = time.monotonic()
+        for run in self.running.values():
+            if now - run.heartbeat >= HEARTBEAT_S and now - run.started >= HEARTBEAT_S:
+                run.heartbeat = now
+                self.say(f"        ... {run.job.name or run.job.exporter} still running ({now - run.started:.0f}s)")
+
+
+def _failure(job: Job, code: int) -> EdgekitError:
+    log_tail = tail(job.log)
+    if any(marker in log_tail for marker in DISK_FULL_MARKERS):
+        error = disk_error(None, job.output.parent)
+        error.args = (f"{error.args[0]}. The step '{job.name or job.exporter}' failed writing its output; log: "
+                      f"{job.log}",)
+        return error
+    how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+    return ExportError(f"{job.exporter} {how}. Last lines of its log ({job.log}):\n{log_tail}")
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_step(exporter: str, source: str | Path, output: Path, spec: ExportSpec, log: Path) -> dict:
+    """Runs one step to completion and returns the exporter's report.
+
+    Raises:
+        ExportError: the converter failed, crashed, filled the disk or ran past `spec.timeout`; names the log.
+    """
+    executor = Executor(1)
+    try:
+        executor.start(Job("step", exporter, source, output.absolute(), spec, log))
+        done = executor.wait()[0]
+    finally:
+        executor.stop_all()
+    if done.error is not None:
+        raise done.error
+    return done.report
+
+
+def tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file, indented."""
+    text = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return "\n".join("    " + line for line in text[-lines:])

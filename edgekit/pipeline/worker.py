@@ -1,0 +1,88 @@
+"""Runs one export step in a child process: `python -m edgekit.pipeline.worker REQUEST.json`.
+
+Converters crash, hang and print; here they do it in a process of their own, whose output goes
+to a log file and whose time is limited by the parent. When asked, the same process then
+verifies what it wrote against the reference logits the parent saved, so sibling steps (three
+TFLite variants of one SavedModel, say) convert and verify side by side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edgekit.pipeline.spec import ExportSpec
+
+PR_SET_PDEATHSIG = 1
+
+
+def run(request: dict) -> dict:
+    """Builds the step's input, calls its exporter, verifies the output if asked; returns the report."""
+    spec = ExportSpec.from_dict(request["spec"])
+    module, function = request["exporter"].split(":")
+    exporter = getattr(importlib.import_module(f"edgekit.exporters.{module}"), function)
+    if request["input"] == "model":
+        from edgekit.models import create_model
+
+        source = create_model(spec.model, weights=spec.weights_file, num_classes=spec.num_classes)
+    else:
+        source = Path(request["input"])
+    started = time.perf_counter()
+    result = exporter(source, spec, Path(request["output"])) or {}
+    result["seconds"] = time.perf_counter() - started
+    result["peak_rss_mb"] = peak_rss_mb()
+    if request.get("verify"):
+        result["parity"] = _verify(Path(request["output"]), result, request["verify"])
+    return result
+
+
+def _verify(output: Path, result: dict, request: dict) -> dict:
+    import numpy as np
+
+    from edgekit.contract import Contract
+    from edgekit.parity import Probes, Tolerance, check
+    from edgekit.pipeline.artifact import contract_with
+    from edgekit.runners import runner_for
+
+    contract = contract_with(Contract.from_dict(request["contract"]), result.get("contract", {}))
+    probes = Probes.load(request["probes"])
+    reference = np.load(request["reference"])
+    runner = runner_for(output, contract, threads=request.get("threads"))
+    return check(request["step"], runner, reference, probes, Tolerance(**request["tolerance"])).to_dict()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would include the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _die_with_parent(parent: int) -> None:
+    """Asks Linux to kill this process when the export that started it dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def main() -> int:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    _die_with_parent(int(request.get("parent", os.getppid())))
+    result = run(request)
+    Path(request["result"]).write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
