@@ -90,6 +90,13 @@ def contract_with(base: Contract, changes: dict[str, Any]) -> Contract:
     return base.replace(**changes)
 
 
-def keep_log(log: Path, final: Path) -> None:
-    if log.is_file():
-        shutil.copy(log, final.with_name(final.name + ".export-failed.log"))
+def keep_log(log: Path, final: Path) -> Path | None:
+    """Copies a failed step's log beside where the artifact would have been; returns the copy, if one was made."""
+    if not log.is_file():
+        return None
+    kept = final.with_name(final.name + ".export-failed.log")
+    try:
+        shutil.copy(log, kept)
+    except OSError:  # a full disk: the error itself still says what happened
+        return None
+    return kept

@@ -122,7 +122,7 @@ class Executor:
             _signal_group(run.process, signal.SIGKILL)
             run.process.wait()
             run.request.unlink(missing_ok=True)
-            return Done(job, error=ExportError(f"{job.exporter} ran past its time limit of {job.spec.timeout:.0f} s "
+            return Done(job, error=ExportError(f"{job.exporter} ran past its time limit of {job.spec.timeout:g} s "
                                                f"and was stopped (--timeout). Log: {job.log}"))
         _signal_group(run.process, signal.SIGKILL)  # anything the step left running
         run.request.unlink(missing_ok=True)
