@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--input-size", type=int, default=None)
     export.add_argument("--batch", type=int, default=1)
     export.add_argument("--dynamic-batch", action="store_true")
-    export.add_argument("--io-dtype", default="int8", choices=["int8", "float32"], help="tflite-int8 input/output type")
+    export.add_argument("--io-dtype", default="uint8", choices=["uint8", "int8", "float32"],
+                        help="tflite-int8 input/output type (uint8: what MediaPipe and the Task Library accept)")
     export.add_argument("--no-verify", action="store_true", help="skip parity checks (the manifest says unverified)")
     export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
     export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
@@ -164,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     targets = commands.add_parser("targets", help="list export targets and whether each is available here")
     targets.add_argument("--json", action="store_true")
     targets.set_defaults(handler=_targets)
+
+    from edgekit.training.cli import add_commands as add_training_commands
+
+    add_training_commands(commands)
     return parser
 
 
@@ -322,7 +327,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from edgekit.bench import bench, table
+    from edgekit.bench import bench, summary, table
 
     result = bench(args.model, args.targets, weights=args.weights, data=args.data, runs=args.runs,
                    threads=args.threads, out=args.out)
@@ -331,6 +336,7 @@ def _bench(args: argparse.Namespace) -> int:
     print(_table(header, rows))
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
+    print(summary(result))
     return 0
 
 

@@ -6,10 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgekit.card import ModelCard
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "int8", "uint8")
+# Who applies mean/std: the caller (the artifact takes normalised values) or the artifact's own graph
+# (it takes RGB pixel values 0-255 after resize and crop, as MediaPipe and the TFLite Task Library feed them).
+NORMALIZATIONS = ("caller", "graph")
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,11 @@ class Contract:
 
     `input_quant` / `output_quant` are set when the artifact's input or output tensor is
     integer; runners apply them, so callers always feed normalised float32 NCHW and read
-    float32 logits. `device` is set for artifacts tied to one device (TensorRT engines): the
-    GPU, compute capability, CUDA and TensorRT versions they were built with.
+    float32 logits. With `normalization` "graph" the artifact subtracts `mean` and divides by
+    `std` itself and takes pixel values 0-255; runners undo the caller's normalisation for it
+    (`pixels_of`). The output is raw logits (no softmax). `device` is set for artifacts tied to
+    one device (TensorRT engines): the GPU, compute capability, CUDA and TensorRT versions they
+    were built with.
     """
 
     input_size: int
@@ -44,6 +52,7 @@ class Contract:
     input_quant: Quantization | None = None
     output_quant: Quantization | None = None
     device: dict[str, str] | None = None
+    normalization: str = "caller"
 
     @classmethod
     def from_card(cls, card: ModelCard, **changes: Any) -> Contract:
@@ -70,6 +79,13 @@ class Contract:
     def channel_order_of(self, batch):
         """An RGB NCHW batch in this contract's channel order."""
         return batch[:, ::-1].copy() if self.channel_order == "BGR" else batch
+
+    def pixels_of(self, batch: np.ndarray) -> np.ndarray:
+        """A normalised NCHW batch (in this contract's channel order) back to pixel values 0-255."""
+        order = slice(None, None, -1) if self.channel_order == "BGR" else slice(None)
+        mean = np.asarray(self.mean, np.float32)[order].reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32)[order].reshape(1, 3, 1, 1)
+        return (batch * std + mean) * np.float32(255)
 
     def preprocessing_card(self, card: ModelCard) -> ModelCard:
         """`card` with this contract's resize, crop and normalisation, for `images.preprocess`."""

@@ -28,7 +28,7 @@ class ExportSpec:
     batch: int = 1
     dynamic_batch: bool = False
     calibration_file: str | None = None
-    io_dtype: str = "int8"
+    io_dtype: str = "uint8"
     timeout: float = 1800.0
     data: str | None = None
     # TensorRT builds: workspace limit, timing cache file (None: one per GPU and TensorRT version under

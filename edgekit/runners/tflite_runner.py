@@ -9,7 +9,7 @@ from edgekit.runners.base import Runner, dequantize, quantize
 
 
 class TFLiteRunner(Runner):
-    """A `.tflite` file. Hides NHWC layout and int8/uint8 input and output quantization from callers."""
+    """A `.tflite` file. Hides NHWC layout, in-graph normalisation and int8/uint8 input and output quantization."""
 
     name = "tflite"
 
@@ -21,6 +21,8 @@ class TFLiteRunner(Runner):
         self.output = self.interpreter.get_output_details()[0]
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.contract.normalization == "graph":
+            batch = self.contract.pixels_of(batch)
         # A contract that names the wrong layout is fed as the classic bug: reshaped, not transposed.
         feed = self.to_layout(batch).reshape(self.input["shape"])
         scale, zero_point = self.input["quantization"]

@@ -43,8 +43,9 @@ def test_tflite_int8_runner_takes_float_nchw(exported) -> None:
     interpreter = Interpreter(model_path=str(artifact.file))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    assert inp["dtype"] == np.int8 and tuple(inp["shape"]) == (1, 224, 224, 3)
-    interpreter.set_tensor(inp["index"], quantize(image.transpose(0, 2, 3, 1), *inp["quantization"], "int8"))
+    assert inp["dtype"] == np.uint8 and tuple(inp["shape"]) == (1, 224, 224, 3) and contract.normalization == "graph"
+    pixels = contract.pixels_of(image).transpose(0, 2, 3, 1)  # the graph normalises: it takes pixel values 0-255
+    interpreter.set_tensor(inp["index"], quantize(pixels, *inp["quantization"], "uint8"))
     interpreter.invoke()
     np.testing.assert_array_equal(logits, dequantize(interpreter.get_tensor(out["index"]), *out["quantization"]))
 
