@@ -22,6 +22,8 @@ _LAZY = {
     "ParityReport": "edgekit.parity",
     "list_targets": "edgekit.targets",
     "predict": "edgekit.predict",
+    "train": "edgekit.training",
+    "evaluate": "edgekit.training",
 }
 
 __all__ = sorted(_LAZY)

@@ -43,7 +43,7 @@ def weights_path(card: ModelCard, weights: str | Path) -> Path:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file {str(path)!r} does not exist. Pass a checkpoint file or 'imagenet'.")
-        return path
+        return path.resolve()  # absolute: converter steps run in their own working folder
     source = card.offline_weights
     if source is None:
         raise WeightsError(

@@ -43,7 +43,7 @@ class ExportSpec:
     def card(self) -> ModelCard:
         from edgekit.models import model_card
 
-        return model_card(self.model, num_classes=self.num_classes, input_size=self.input_size)
+        return model_card(self.model, num_classes=self.num_classes, input_size=self.input_size, weights=self.weights_file)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

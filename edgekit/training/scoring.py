@@ -1,0 +1,141 @@
+"""`edgekit eval`: top-1, top-5 and a confusion matrix of a checkpoint or an exported artifact on an ImageFolder.
+
+Both run on the same preprocessing (`edgekit.images`, the card's contract), so their figures compare.
+An artifact runs in its own runtime through `edgekit.runners` and needs no PyTorch.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InvalidInputError
+from edgekit.images import IMAGE_SUFFIXES, load_batch
+from edgekit.manifest import MANIFEST, write_json
+
+CHUNK = 32
+REPORT = "eval.json"
+CONFUSION = "confusion.png"
+
+
+@dataclass
+class EvalResult:
+    """Scores of one model on one labelled folder."""
+
+    source: str
+    kind: str
+    images: int
+    top1: float
+    top5: float
+    classes: list[str]
+    confusion: list[list[int]]
+    per_class_top1: dict[str, float]
+    files: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def evaluate(source: str | Path, data: str | Path, out: str | Path | None = None) -> EvalResult:
+    """Scores a checkpoint written by `edgekit train`, or an artifact folder, on an ImageFolder.
+
+    Class folders are matched to the model's class names by name; a folder that names no class is an
+    error, classes without a folder are simply absent. Writes `eval.json` and `confusion.png` to `out`
+    (default: `edgekit-eval/<source name>/`).
+
+    Raises:
+        InvalidInputError: folders that name no class of the model, no images, unreadable images.
+        InvalidSpecError, WeightsError, IntegrityError: an unusable checkpoint or artifact.
+    """
+    source = Path(source)
+    with ExitStack() as stack:
+        card, infer, kind = _artifact(source, stack) if source.is_dir() else _checkpoint(source)
+        paths, labels = _labelled(Path(data), list(card.class_names))
+        logits = np.concatenate([infer(paths[i:i + CHUNK], card) for i in range(0, len(paths), CHUNK)])
+    result = _scores(str(source), kind, logits, np.asarray(labels), list(card.class_names))
+    out = Path(out) if out is not None else Path("edgekit-eval") / (source.name if kind == "artifact" else source.parent.name)
+    out.mkdir(parents=True, exist_ok=True)
+    result.files = {"report": str(out / REPORT), "confusion": str(out / CONFUSION)}
+    from edgekit.training.report import plot_confusion
+
+    plot_confusion(result.confusion, result.classes, out / CONFUSION,
+                   f"{source.name}: top-1 {result.top1:.1%} on {result.images} images")
+    write_json(out / REPORT, result.to_dict())
+    return result
+
+
+def _artifact(directory: Path, stack: ExitStack):
+    from edgekit.integrity import check_files
+    from edgekit.manifest import manifest_card, manifest_contract, read_manifest
+    from edgekit.runners import runner_for
+
+    manifest = read_manifest(directory)
+    check_files(directory, manifest)
+    card = manifest_card(manifest)
+    contract = manifest_contract(manifest)
+    runner = stack.enter_context(runner_for(directory / manifest["artifact"]["file"], contract))
+
+    def infer(paths: list[Path], card) -> np.ndarray:
+        return runner.infer(contract.channel_order_of(load_batch(paths, contract.preprocessing_card(card))))
+
+    return card, infer, "artifact"
+
+
+def _checkpoint(path: Path):
+    import torch
+
+    from edgekit.errors import InvalidSpecError
+    from edgekit.models import create_model, model_card
+    from edgekit.models.weights import checkpoint_metadata
+
+    if not path.is_file():
+        raise InvalidSpecError(f"{path} is neither a checkpoint file nor an artifact folder (with {MANIFEST})")
+    metadata = checkpoint_metadata(path)
+    if not metadata or not metadata.get("model"):
+        raise InvalidSpecError(f"{path} was not written by 'edgekit train' (no model name in it); export it "
+                               "with 'edgekit export MODEL --weights PATH' and evaluate the artifact folder")
+    card = model_card(metadata["model"], weights=path)
+    net = create_model(metadata["model"], weights=path)
+
+    def infer(paths: list[Path], card) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(load_batch(paths, card))).numpy()
+
+    return card, infer, "checkpoint"
+
+
+def _labelled(root: Path, class_names: list[str]) -> tuple[list[Path], list[int]]:
+    if not root.is_dir():
+        raise InvalidInputError(f"image folder {str(root)!r} does not exist or is not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [f.name for f in folders if f.name not in index]
+    if not folders or unknown:
+        shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+        what = f"folder(s) {', '.join(unknown)} name no class of the model" if folders else "it has no class folders"
+        raise InvalidInputError(f"{root}: {what}. Lay it out as DIR/<class name>/<image> with the model's class "
+                                f"names ({shown})")
+    paths, labels = [], []
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            paths.append(path)
+            labels.append(index[folder.name])
+    if not paths:
+        raise InvalidInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return paths, labels
+
+
+def _scores(source: str, kind: str, logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> EvalResult:
+    ranked = np.argsort(-logits, axis=1)[:, :5]
+    top1 = ranked[:, 0] == labels
+    top5 = (ranked == labels[:, None]).any(axis=1)
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(matrix, (labels, ranked[:, 0]), 1)
+    present = sorted(set(labels.tolist()))
+    per_class = {classes[c]: round(float(top1[labels == c].mean()), 4) for c in present}
+    return EvalResult(source, kind, len(labels), round(float(top1.mean()), 4), round(float(top5.mean()), 4),
+                      classes, matrix.tolist(), per_class, {})
