@@ -56,3 +56,20 @@ def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path) -> None:
     assert results[0]["artifact_status"] == "verified"
     with pytest.raises(InvalidSpecError, match="not found"):
         predict(artifact.directory, [tench.with_name("absent.jpg")])
+
+
+def test_summary_names_the_fastest_verified_and_the_fastest_within_the_int8_bar() -> None:
+    from edgekit.bench import BenchResult, summary
+
+    rows = [{"target": "pytorch (eager fp32)", "status": "reference", "median_ms": 12.0, "top1_agreement": 1.0},
+            {"target": "onnx", "status": "ok", "precision": "fp32", "median_ms": 4.0, "top1_agreement": 1.0},
+            {"target": "tflite-fp32", "status": "ok", "precision": "fp32", "median_ms": 3.0, "top1_agreement": 1.0},
+            {"target": "onnx-int8-dynamic", "status": "ok", "precision": "int8-dynamic", "median_ms": 1.0,
+             "top1_agreement": 0.92},
+            {"target": "tflite-int8", "status": "ok", "precision": "int8", "median_ms": 1.5, "top1_agreement": 0.97},
+            {"target": "onnx-int8", "status": "parity-failed", "precision": "int8", "median_ms": 0.5,
+             "top1_agreement": 0.4}]
+    line = summary(BenchResult("mobilenet_v2", 2, 100.0, rows=rows))
+    assert line.startswith("mobilenet_v2: fastest verified: onnx-int8-dynamic 1.00 ms (12.0x eager, 3.00x tflite-fp32)")
+    assert "(the int8 bar): tflite-int8 1.50 ms (8.0x eager, 2.00x tflite-fp32)" in line
+    assert line.endswith("best fp32 artifact: tflite-fp32 3.00 ms")

@@ -93,7 +93,7 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     manifest = read_manifest(directory)
     last = manifest["parity"]["steps"][-1]["metrics"] if manifest.get("parity") else {}
     row |= {"status": "ok" if manifest["status"] == "verified" else manifest["status"],
-            "bytes": manifest["artifact"]["bytes"], "precision": manifest["precision"],
+            "bytes": _artifact_bytes(manifest), "precision": manifest["precision"],
             "top1_agreement": last.get("top1_agreement"), "decisive_probes": last.get("decisive_probes"),
             "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
     if failure:
@@ -108,6 +108,12 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     return row
 
 
+def _artifact_bytes(manifest: dict) -> int:
+    """The artifact file and its companions (an OpenVINO IR's .bin holds the weights)."""
+    artifact = manifest["artifact"]
+    return artifact["bytes"] + sum(companion["bytes"] for companion in artifact.get("companions", []))
+
+
 def _artifact(model, target, weights, weights_sha, data, artifacts: Path, progress) -> Path:
     """A verified artifact of the same weights and probe data from an earlier run, unchanged since, or a fresh export."""
     from edgekit import export
@@ -116,9 +122,9 @@ def _artifact(model, target, weights, weights_sha, data, artifacts: Path, progre
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
-        file = directory / manifest["artifact"]["file"]
-        if (recorded == (weights_sha, "verified", None if data is None else str(data)) and file.is_file()
-                and sha256_file(file) == manifest["artifact"]["sha256"]):
+        files = [manifest["artifact"], *manifest["artifact"].get("companions", [])]
+        if recorded == (weights_sha, "verified", None if data is None else str(data)) and all(
+                (directory / f["file"]).is_file() and sha256_file(directory / f["file"]) == f["sha256"] for f in files):
             return directory
     return export(model, target, weights=weights, out=artifacts, data=data, force=True, progress=progress).directory
 
@@ -142,6 +148,34 @@ def _context_columns(result: BenchResult, macs: int) -> None:
             row["speedup_vs_eager"] = eager / row["median_ms"]
             row["floor_ms"] = floor_ms
             row["fraction_of_floor"] = floor_ms / row["median_ms"]
+
+
+def summary(result: BenchResult) -> str:
+    """One line: the fastest verified artifact and the fastest within the int8 agreement bar, with speed-ups.
+
+    Each is compared with PyTorch eager and with the fastest verified fp32 artifact of the same run.
+    """
+    from edgekit.parity import TOLERANCES
+
+    bar = TOLERANCES["int8"].min_top1_agreement
+    timed = [r for r in result.rows[1:] if r["status"] == "ok" and r.get("median_ms")]
+    fp32 = min((r for r in timed if r.get("precision") == "fp32"), key=lambda r: r["median_ms"], default=None)
+    within = [r for r in timed if r.get("top1_agreement") is not None and r["top1_agreement"] >= bar]
+    eager = result.rows[0]["median_ms"]
+
+    def describe(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "none"
+        text = f"{row['target']} {row['median_ms']:.2f} ms ({eager / row['median_ms']:.1f}x eager"
+        if fp32 is not None:
+            text += f", {fp32['median_ms'] / row['median_ms']:.2f}x {fp32['target']}"
+        return text + ")"
+
+    fastest = min(timed, key=lambda r: r["median_ms"], default=None)
+    fastest_within = min(within, key=lambda r: r["median_ms"], default=None)
+    best_fp32 = "none" if fp32 is None else f"{fp32['target']} {fp32['median_ms']:.2f} ms"
+    return (f"{result.model}: fastest verified: {describe(fastest)}; fastest with top-1 agreement >= {bar:.0%} "
+            f"(the int8 bar): {describe(fastest_within)}; best fp32 artifact: {best_fp32}")
 
 
 def table(result: BenchResult) -> tuple[list[str], list[list[str]]]:
@@ -178,7 +212,8 @@ def _fmt(value, spec) -> str:
 def _write_reports(result: BenchResult, out: Path) -> dict[str, str]:
     header, rows = table(result)
     data = {"model": result.model, "threads": result.threads, "matmul_gflops": result.matmul_gflops,
-            "load_average_before": result.load_before, "cpu_count": os.cpu_count(), "rows": result.rows}
+            "load_average_before": result.load_before, "cpu_count": os.cpu_count(), "rows": result.rows,
+            "summary": summary(result)}
     write_json(out / "bench.json", data)
     lines = [f"# edgekit bench: {result.model}", "",
              f"{result.threads} threads, batch 1 latency over the runs after warm-up. 'vs sgemm': the model's "
@@ -187,6 +222,7 @@ def _write_reports(result: BenchResult, out: Path) -> dict[str, str]:
              "sustain more than torch's sgemm did, so that figure is a reference rate, not a hard floor.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", data["summary"]]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     files = {"json": str(out / "bench.json"), "markdown": str(out / "bench.md")}
     plot = _plot(result, out / "bench.png")
