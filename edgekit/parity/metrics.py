@@ -34,6 +34,8 @@ class Tolerance:
     min_top1_agreement: float | None = None
     identical_top1: bool = False
     needs_decisive: bool = False
+    # Top-1 agreement over every photo probe, near ties included (`Metrics.top1_agreement_all`).
+    min_top1_agreement_all: float | None = None
 
     def replace(self, **changes: Any) -> Tolerance:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -45,13 +47,28 @@ class Tolerance:
 TOLERANCES = {
     "fp32": Tolerance("fp32", atol=1e-4, rtol=1e-4, identical_top1=True),
     "fp16": Tolerance("fp16", min_cosine=0.999, min_top1_agreement=0.99),
+    # OpenVINO computing in bf16 (CPUs with AVX512-BF16 or AMX). Right artifacts, mean cosine (lowest probe): mobilenet_v2
+    # 0.99951 (0.9972) on 500 ImageNet photos and 0.99898 (0.9958) on the bundled views, effnet_lite0 0.99896 (0.9925);
+    # top-1 agreement 100% of decisive probes in each. Wrong ones: mobilenet_v2 fed mean/std 0.5 0.917-0.921
+    # (agreement 56-88%), effnet_lite0 fed ImageNet's 0.844 (63%), RGB and BGR swapped 0.84-0.89 (56-80%) on both.
+    # bf16 moves logits by up to 5% of their range (max |d| 1.3), as far as one classifier weight +0.5 does, so that
+    # is left to the f32 check of the same IR, the step before.
+    "bf16": Tolerance("bf16", min_cosine=0.995, min_top1_agreement=0.95),
     # Cosine cannot tell right int8 from wrong: on 500 ImageNet photos, mobilenet_v2 int8 calibrated on
     # noise kept cosine 0.986 (37% top-1) while the right artifact scored 0.976-0.982 (82% top-1).
     # Top-1 agreement separates them (43% against 95.6-96.1%); cosine stays only as a floor against
     # broken outputs. On the bundled photos, right int8 artifacts score 0.964-0.970.
     # With too few decisive probes (an untrained model's near-tie logits) agreement cannot be assessed,
     # and nothing else here tells a right int8 artifact from a wrong one: such a check fails.
-    "int8": Tolerance("int8", min_cosine=0.95, min_top1_agreement=0.95, needs_decisive=True),
+    # Decisive probes alone flatter int8: on 250 ImageNet photos, mobilenet_v2 quantized by ONNX Runtime's
+    # MinMax on the bundled photos agreed on 98.9% of the 186 decisive ones but on 93.2% of all 250; the
+    # right artifacts (moving-average ranges, fp32 classifier, same bundled calibration) reached 96.0%
+    # for mobilenet_v2, 97.2% for effnet_lite0, and a seeded ShuffleNetV2 x0.5 100%. So on the user's
+    # own photos (--data) agreement over all of them must reach 95% too. The bundled photos are mostly
+    # scenes, near ties for an ImageNet classifier (right artifacts agree on 65-95% of all of them),
+    # so there it is only reported.
+    "int8": Tolerance("int8", min_cosine=0.95, min_top1_agreement=0.95, needs_decisive=True,
+                      min_top1_agreement_all=0.95),
     # Only nn.Linear is int8: close to fp32.
     "int8-linear": Tolerance("int8-linear", min_cosine=0.9995, min_top1_agreement=0.99),
     # Weights int8, activations quantized on the fly (ONNX Runtime dynamic, TFLite dynamic range). ONNX
@@ -76,6 +93,8 @@ class Metrics:
     top5_overlap: float
     failed_elements: int = 0
     accuracy: dict[str, float] = field(default_factory=dict)
+    # Top-1 agreement over every probe, near ties included (None in reports written before it existed).
+    top1_agreement_all: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +143,7 @@ def compute(reference: np.ndarray, actual: np.ndarray, tolerance: Tolerance, lab
         decisive_probes=int(decisive.sum()),
         top5_overlap=float(overlap),
         failed_elements=failed,
+        top1_agreement_all=float(agree.mean()),
     )
     if labels is not None and (labels >= 0).any():
         known = labels >= 0
@@ -156,4 +176,8 @@ def failures(metrics: Metrics, tolerance: Tolerance) -> list[str]:
     elif tolerance.min_top1_agreement is not None and agreement is not None and agreement < tolerance.min_top1_agreement:
         found.append(f"top-1 agreement {agreement:.1%} over {metrics.decisive_probes} decisive probes "
                      f"is below {tolerance.min_top1_agreement:.0%}")
+    overall = metrics.top1_agreement_all
+    if tolerance.min_top1_agreement_all is not None and overall is not None and overall < tolerance.min_top1_agreement_all:
+        found.append(f"top-1 agreement {overall:.1%} over all {metrics.probes} photo probes (near ties included) "
+                     f"is below {tolerance.min_top1_agreement_all:.0%}")
     return found

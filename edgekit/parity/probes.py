@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class Probes:
     labels: np.ndarray
     kinds: np.ndarray
     source: str
+    # The photos are the user's own (--data), not the bundled ones: agreement over all of them is gated.
+    own_photos: bool = False
 
     def select(self, kind: str) -> np.ndarray:
         return self.kinds == kind
@@ -32,31 +35,34 @@ class Probes:
         """Writes the probes to an .npz file, for a converter process that verifies its own output."""
         same = self.artifact is self.reference or np.array_equal(self.artifact, self.reference)
         np.savez(path, reference=self.reference, artifact=self.reference if same else self.artifact,
-                 labels=self.labels, kinds=self.kinds, source=np.array(self.source), same=np.array(same))
+                 labels=self.labels, kinds=self.kinds, source=np.array(self.source), same=np.array(same),
+                 own_photos=np.array(self.own_photos))
 
     @classmethod
     def load(cls, path: str | Path) -> Probes:
         with np.load(path, allow_pickle=False) as data:
             reference = data["reference"]
             artifact = reference if bool(data["same"]) else data["artifact"]
-            return cls(reference, artifact, data["labels"], data["kinds"], str(data["source"]))
+            own = bool(data["own_photos"]) if "own_photos" in data.files else False
+            return cls(reference, artifact, data["labels"], data["kinds"], str(data["source"]), own)
 
 
 def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = None,
                  random_probes: int = RANDOM_PROBES) -> Probes:
     """Real photos preprocessed both ways, then `random_probes` seeded N(0, 1) tensors.
 
-    Without `data`, the photos are the ones that ship with edgekit, whole and mirrored (unlabelled).
+    Without `data`, the photos are the ones that ship with edgekit, in views (crops, mirror images,
+    brightness and colour) that calibration never uses (`calibration.PROBE_VIEWS`), unlabelled.
     """
     from edgekit import calibration
 
     artifact_card = contract.preprocessing_card(card)
     if data is None:
-        photos = calibration.bundled_images()
-        reference = np.concatenate([calibration.photo_views(photos, card, mirrored) for mirrored in (False, True)])
-        artifact = reference if artifact_card == card else np.concatenate(
-            [calibration.photo_views(photos, artifact_card, mirrored) for mirrored in (False, True)])
-        labels, source, count = None, "bundled photos (whole and mirrored)", len(reference)
+        reference = calibration.probe_views(card)
+        artifact = reference if artifact_card == card else calibration.probe_views(artifact_card)
+        labels, count = None, len(reference)
+        source = (f"views of the {len(calibration.bundled_images())} bundled photos that calibration never uses "
+                  f"({len(calibration.PROBE_VIEWS)} each: other crops, mirrored, brightness and colour changed)")
     else:
         items = find_images(data, card)
         paths, labels, source = [i.path for i in items], [-1 if i.label is None else i.label for i in items], str(data)
@@ -74,4 +80,24 @@ def build_probes(card: ModelCard, contract: Contract, data: str | Path | None = 
         labels=labels_array,
         kinds=kinds,
         source=f"{count} {source} + {random_probes} random tensors (seed {RANDOM_SEED})",
+        own_photos=data is not None,
     )
+
+
+def probe_notes(card: ModelCard, data: str | Path | None, calib: str | Path | None, calib_size: int) -> list[str]:
+    """What a report must say about its probes beside the calibration set: how they differ, or how they overlap."""
+    if data is None:
+        return ["The probes are views of the bundled photos that calibration never uses (other crops, mirrored, "
+                "brightness and colour changed); pass --data with your own images for a check on your data."]
+    if calib is None or not Path(calib).is_dir():
+        return []
+    calibrated = {_digest(item.path) for item in find_images(calib, card)[:calib_size]}
+    shared = [item.path for item in find_images(data, card) if _digest(item.path) in calibrated]
+    if not shared:
+        return []
+    return [f"{len(shared)} of the --data images also calibrated this artifact (the same files are in --calib, e.g. "
+            f"{shared[0].name}); agreement on them flatters int8: probe with images calibration did not see."]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

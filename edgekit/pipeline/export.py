@@ -25,6 +25,7 @@ from edgekit.manifest import now, sha256_file, tool_versions
 from edgekit.models import create_model, get_card, model_card
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, StepReport, build_probes
+from edgekit.parity.probes import probe_notes
 from edgekit.pipeline.artifact import Artifact, Progress, contract_with, finish, keep_log, write_labels
 from edgekit.pipeline.execute import Done, Executor, Job
 from edgekit.pipeline.plan import Node, Plan, build_plan, resolve_targets
@@ -33,7 +34,9 @@ from edgekit.pipeline.staging import claim, disk_error, interruptible, is_disk_f
 from edgekit.runners.torch_runner import TorchRunner
 from edgekit.targets import MODEL, Target, get_target
 
-IO_DTYPES = ("int8", "float32")
+# Input/output tensor types of tflite-int8. uint8 and float32 are what MediaPipe and the TFLite Task
+# Library accept; int8 is what LiteRT's own examples use. The graph inside is int8 either way.
+IO_DTYPES = ("int8", "uint8", "float32")
 
 
 def export(
@@ -51,7 +54,7 @@ def export(
     data: str | Path | None = None,
     verify: bool = True,
     force: bool = False,
-    io_dtype: str = "int8",
+    io_dtype: str = "uint8",
     tolerance: dict[str, Any] | None = None,
     timeout: float = 1800.0,
     workspace_mb: int = 2048,
@@ -77,7 +80,7 @@ def export(
             `edgekit train` also gives the class count and names.
         calib: calibration images (folder) or preprocessed array (.npy); default: bundled photos.
         data: probe images (folder; labels from synsets in names or an ImageFolder layout).
-        io_dtype: input/output tensor type of `tflite-int8` ("int8" or "float32").
+        io_dtype: input/output tensor type of `tflite-int8`: "int8", "uint8" (MediaPipe) or "float32".
         tolerance: overrides of each target's final precision tolerance (atol, rtol, min_cosine, min_top1_agreement).
         workspace_mb, timing_cache: TensorRT builder workspace limit and timing cache file (default: one per
             GPU model and TensorRT version under ~/.cache/edgekit/tensorrt, reused by every build there).
@@ -96,6 +99,8 @@ def export(
     weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)
     _check_options(targets, batch, dynamic_batch, io_dtype, calib, calib_size)
+    if not timeout > 0:
+        raise InvalidSpecError(f"--timeout must be a positive number of seconds, got {timeout}")
     check_engine_options(workspace_mb, max_batch, opt_batch)
     runnable, skipped, errors = _available(targets, by_pattern)
     if single and errors:
@@ -266,8 +271,8 @@ class _Run:
         if done.error is not None:
             self.progress.say(f"        {tag} FAILED: {str(done.error).splitlines()[0]}")
             for name in node.targets:
-                keep_log(done.job.log, self.out / f"{self.card.name}-{name}")
-                self.errors[name] = done.error
+                kept = keep_log(done.job.log, self.out / f"{self.card.name}-{name}")
+                self.errors[name] = _pointing_at(done.error, done.job.log, kept)
             return []
         report = done.report
         contract = contract_with(self.base, report.get("contract", {}))
@@ -306,9 +311,11 @@ class _Run:
         if self.reference is not None:
             report = ParityReport(self.card.name, target.name, self.reference.probes.source,
                                   [self.reports[n.key] for n in chain])
-            if target.calibrated and self.calib is None and self.spec.data is None:
-                report.notes.append("The probe photos are the bundled photos that also calibrated this artifact, so "
-                                    "they flatter it; pass --data with your own images for an independent check.")
+            if target.calibrated:
+                report.notes += probe_notes(self.card, self.spec.data, self.calib, self.calib_size)
+            self.progress.say(f"  {target.name} probes: {report.probes}")
+            for note in report.notes:
+                self.progress.say(f"  note: {note}")
         status = "unverified" if report is None else ("verified" if report.passed else "parity-failed")
         manifest = _manifest(target, step, self.card, contract, self.spec, self.calibration,
                              [self.records[n.key] for n in chain], report, folder, labels, status)
@@ -322,6 +329,15 @@ class _Run:
 
     def _needed_mb(self) -> float:
         return self.card.params * 4 / 1e6 * (len(self.plan.nodes) + 3) + 50
+
+
+def _pointing_at(error: EdgekitError, log: Path, kept: Path | None) -> EdgekitError:
+    """The error with its log path moved from the work folder, which is removed, to the log kept beside the output."""
+    if kept is None or str(log) not in str(error):
+        return error
+    moved = type(error)(str(error).replace(str(log), str(kept)))
+    moved.__cause__ = error.__cause__
+    return moved
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -376,7 +392,7 @@ def _check_options(targets: list[Target], batch: int, dynamic_batch: bool, io_dt
         raise InvalidSpecError("--dynamic-batch and --batch N conflict: a dynamic batch has no fixed size")
     if io_dtype not in IO_DTYPES:
         raise InvalidSpecError(f"--io-dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
-    if io_dtype != "int8" and "tflite-int8" not in names:
+    if io_dtype != "uint8" and "tflite-int8" not in names:
         raise InvalidSpecError(f"--io-dtype applies to tflite-int8 only, not {', '.join(names)}")
     if calib is not None and not any(t.calibrated for t in targets):
         raise InvalidSpecError(f"--calib applies to calibrated targets only; {', '.join(names)} use no calibration")
