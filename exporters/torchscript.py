@@ -31,7 +31,8 @@ def mobile_unavailable() -> str | None:
     if getattr(torch._C, "_is_xnnpack_enabled", lambda: False)():
         return None
     return (f"this torch build ({torch.__version__}) has no XNNPACK, which optimize_for_mobile requires; "
-            "use a torch CPU build that includes XNNPACK (PyTorch's CPU wheels and mobile builds do)")
+            "use a torch CPU build that includes XNNPACK (PyTorch's CPU wheels and mobile builds do). "
+            "torchscript-lite writes the same format unoptimised; for new mobile work use executorch")
 
 
 def export_mobile(pt_file: Path, spec, out: Path) -> dict:
@@ -42,6 +43,13 @@ def export_mobile(pt_file: Path, spec, out: Path) -> dict:
     optimized = optimize_for_mobile(module)
     optimized._save_for_lite_interpreter(str(out))
     return {"info": {"optimize_for_mobile": True}}
+
+
+def export_lite(pt_file: Path, spec, out: Path) -> dict:
+    """The lite-interpreter format as is: no optimize_for_mobile, so no BatchNorm folding or fusion."""
+    module = torch.jit.load(str(pt_file), map_location="cpu").eval()
+    module._save_for_lite_interpreter(str(out))
+    return {"info": {"optimize_for_mobile": False}}
 
 
 def export_dynamic_int8(model: nn.Module, spec, out: Path) -> dict:

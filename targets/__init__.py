@@ -103,7 +103,7 @@ def list_targets() -> list[str]:
 
 TORCH = (("torch", "export"),)
 ONNX = TORCH + (("onnx", "onnx"), ("onnxsim", "onnx"), ("onnxruntime", "onnx"))
-TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_litert", "tflite"))
+TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_litert", "tflite"), ("mediapipe", "tflite"))
 
 TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
 SIMPLIFY = Step("onnxsim", "onnx:simplify_onnx", "model.onnx", "fp32")
@@ -119,6 +119,14 @@ register_target(Target(
     (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),
      Step("optimize_for_mobile -> .ptl", "torchscript:export_mobile", "model.ptl", "fp32")),
     requires=TORCH, probe="torchscript:mobile_unavailable",
+))
+register_target(Target(
+    "torchscript-lite", "PyTorch Mobile lite-interpreter .ptl, not optimized (no optimize_for_mobile)",
+    (Step("torch -> torchscript", "torchscript:export_torchscript", "model.pt", "fp32"),
+     Step("torchscript -> lite interpreter .ptl", "torchscript:export_lite", "model.ptl", "fp32")),
+    requires=TORCH, notes=("Not optimized for mobile: BatchNorm is not folded and nothing is fused, because "
+                           "optimize_for_mobile needs a torch built with XNNPACK. PyTorch Mobile is superseded "
+                           "by ExecuTorch: prefer the executorch targets.",),
 ))
 register_target(Target(
     "onnx", "ONNX fp32, opset 17, simplified with onnxsim",
@@ -157,7 +165,8 @@ register_target(Target(
     requires=TFLITE, supports_dynamic_batch=False,
 ))
 register_target(Target(
-    "tflite-int8", "TFLite full-integer int8: int8 weights and activations, calibrated",
+    "tflite-int8", "TFLite full-integer int8: int8 weights and activations, calibrated; int8, uint8 (MediaPipe) "
+    "or float32 input and output (--io-dtype)",
     (TO_ONNX, SIMPLIFY, TO_TFLITE,
      Step("tflite fp32 -> full int8", "tflite:convert_full_int8", "model_full_integer_quant.tflite", "int8",
           input="saved_model")),
@@ -184,3 +193,5 @@ register_target(Target(
     requires=TORCH + (("tensorrt", "tensorrt"), ("torch2trt", "torch2trt")), probe="tensorrt:unavailable",
     fp16_risk_check=True, supports_dynamic_batch=False, notes=(ENGINE_NOTE,),
 ))
+from edgekit.targets import openvino as _openvino  # noqa: E402,F401  (registers the OpenVINO targets)
+from edgekit.targets import executorch as _executorch  # noqa: E402,F401  (registers the ExecuTorch targets)

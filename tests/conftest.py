@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,15 +56,58 @@ _EXPORTS: dict = {}
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """Exports (model, target, options) once per test worker and returns the Artifact."""
+def exported(tmp_path_factory, request):
+    """Exports (model, target, options) once per test worker and returns the Artifact (or raises its error).
+
+    The first request for a model exports, in one multi-target run that shares its steps, every target
+    that the collected items of the same test function will ask of that model with those options
+    (parameters `model`, default mobilenet_v2, and `target`), so the suite pays for one ONNX export
+    and one onnx2tf pass per model instead of one per target.
+    """
     from edgekit import export
+    from edgekit.errors import ExportFailures
+    from edgekit.targets import get_target
+
+    def key_of(model, target, options):
+        return (model, target, tuple(sorted(options.items())))
+
+    def siblings(model: str, target: str) -> list[str]:
+        items = request.session.items
+        running = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        current = next((i for i in items if i.nodeid == running), None)
+        names = [target]
+        if current is None or not hasattr(current, "callspec"):
+            return names
+        for item in items:
+            params = getattr(item, "callspec", None)
+            if params is None or item.originalname != current.originalname:
+                continue
+            if params.params.get("model", "mobilenet_v2") == model and "target" in params.params:
+                name = params.params["target"]
+                if name not in names and get_target(name).unavailable_reason() is None:
+                    names.append(name)
+        return names
 
     def get(model: str, target: str, **options):
-        key = (model, target, tuple(sorted(options.items())))
+        key = key_of(model, target, options)
         if key not in _EXPORTS:
+            todo = [t for t in siblings(model, target) if key_of(model, t, options) not in _EXPORTS]
             out = tmp_path_factory.mktemp(f"{model}-{target}")
-            _EXPORTS[key] = export(model, target, out=out, progress=False, **options)
-        return _EXPORTS[key]
+            if len(todo) == 1:
+                try:
+                    _EXPORTS[key] = export(model, target, out=out, progress=False, **options)
+                except Exception as exc:  # cached like a result, raised to every test that asks
+                    _EXPORTS[key] = exc
+            else:
+                try:
+                    done, failed = export(model, todo, out=out, progress=False, **options), {}
+                except ExportFailures as exc:
+                    done, failed = exc.artifacts, exc.errors
+                for name, result in {**done, **failed}.items():
+                    _EXPORTS[key_of(model, name, options)] = result
+        result = _EXPORTS[key]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     return get

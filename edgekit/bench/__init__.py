@@ -57,6 +57,10 @@ def bench(
     if runs < 1 or threads < 1:
         raise InvalidSpecError("--runs and --threads must be at least 1")
     card = model_card(model)
+    if data is not None:
+        from edgekit.images import find_images
+
+        find_images(data, card)  # a missing or empty folder is bad input, not a failed row per target
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     result = BenchResult(card.name, threads, _child({"matmul": True, "threads": threads}, out)["gflops"])

@@ -15,6 +15,8 @@ RUNNERS = {
     ".onnx": ("edgekit.runners.onnx_runner", "OnnxRuntimeRunner"),
     ".tflite": ("edgekit.runners.tflite_runner", "TFLiteRunner"),
     ".engine": ("edgekit.runners.tensorrt_runner", "TensorRTRunner"),
+    ".xml": ("edgekit.runners.openvino_runner", "OpenVINORunner"),
+    ".pte": ("edgekit.runners.executorch_runner", "ExecuTorchRunner"),
 }
 
 

@@ -22,6 +22,10 @@ REPRESENTATIVES = {
 }
 CPU_TARGETS = [name for name in list_targets() if not name.startswith("tensorrt")]
 CASES = [(model, weights, target) for model, weights in REPRESENTATIVES.values() for target in CPU_TARGETS]
+# Run with -m parity only (and in make parity's matrix): the default suite exports them on MobileNetV2
+# (tests/runners/test_openvino.py), which keeps their cost there to about a minute.
+PARITY_ONLY = ("openvino", "openvino-bf16", "openvino-int8")
+PARITY_ONLY += ("executorch", "executorch-int8", "torchscript-lite")  # default suite: test_executorch.py, test_targets.py
 
 
 def test_every_family_has_a_representative() -> None:
@@ -31,7 +35,8 @@ def test_every_family_has_a_representative() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model, weights, target", [
-    pytest.param(m, w, t, marks=pytest.mark.xdist_group(m), id=f"{m}-{t}") for m, w, t in CASES])
+    pytest.param(m, w, t, marks=[pytest.mark.xdist_group(m)] + [pytest.mark.parity] * (t in PARITY_ONLY), id=f"{m}-{t}")
+    for m, w, t in CASES])
 def test_family_through_cpu_target(exported, model: str, weights: str | None, target: str) -> None:
     reason = get_target(target).unavailable_reason()
     if reason:

@@ -7,12 +7,18 @@ import json
 import pytest
 
 from edgekit.manifest import sha256_file
+from edgekit.models import get_card
 from edgekit.targets import get_target, list_targets
+
+
+# OpenVINO's targets are exported together, sharing their steps, in tests/runners/test_openvino.py.
+OWN_TESTS = ("openvino", "openvino-bf16", "openvino-int8")
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("mobilenet_v2")
-@pytest.mark.parametrize("target", list_targets())
+@pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.parity) if t in OWN_TESTS else t
+                                    for t in list_targets()])
 def test_every_target_verifies_mobilenet_v2(exported, target: str) -> None:
     reason = get_target(target).unavailable_reason()
     if reason:
@@ -21,7 +27,11 @@ def test_every_target_verifies_mobilenet_v2(exported, target: str) -> None:
     manifest = json.loads((artifact.directory / "manifest.json").read_text())
     spec = get_target(target)
     assert artifact.status == manifest["status"] == "verified"
-    assert sorted(p.name for p in artifact.directory.iterdir()) == sorted(["manifest.json", spec.artifact])
+    companions = [name for step in spec.steps[-1:] for name in step.companions]
+    assert sorted(p.name for p in artifact.directory.iterdir()) == sorted(["manifest.json", "labels.txt", spec.artifact,
+                                                                           *companions])
+    assert (artifact.directory / "labels.txt").read_text().splitlines() == list(artifact.manifest["card"].get("labels")
+                                                                               or get_card("mobilenet_v2").class_names)
     assert manifest["artifact"]["sha256"] == sha256_file(artifact.file)
     assert manifest["weights"]["sha256"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
     verified_steps = [s for s in spec.steps if s.precision]
@@ -41,7 +51,7 @@ def test_every_target_verifies_mobilenet_v2(exported, target: str) -> None:
 def test_tflite_int8_contract_records_integer_io(exported) -> None:
     manifest = exported("mobilenet_v2", "tflite-int8", weights="imagenet").manifest
     contract = manifest["contract"]
-    assert (contract["layout"], contract["input_dtype"], contract["output_dtype"]) == ("NHWC", "int8", "int8")
+    assert (contract["layout"], contract["input_dtype"], contract["output_dtype"]) == ("NHWC", "uint8", "uint8")
     assert contract["input_quant"]["scale"] > 0 and contract["output_quant"]["scale"] > 0
     info = manifest["steps"][-1]["info"]
     assert info["logits_range"][1] == pytest.approx(1.5 * info["logits_range_calibrated"][1])
