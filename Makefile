@@ -26,10 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-# The release parity matrix: every zoo model through every available target. SHARD=i/n splits it.
+# The release parity matrix: every zoo model through every available target, each model's targets in one
+# multi-target export on one worker (shared steps). SHARD=i/n splits it.
 parity: $(STAMP)
 	rm -rf parity-report
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m parity tests/parity/test_matrix.py $(if $(SHARD),--shard $(SHARD))
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m parity tests/parity/test_matrix.py $(if $(SHARD),--shard $(SHARD))
 
 # Replays Dockerfile.x86's install (docker/install-x86.sh, on a copy of what the image COPYs) into a
 # scratch venv, then lists the targets, exports a verified tflite-int8 and predicts with it. Those

@@ -21,17 +21,17 @@ def test_every_pair_is_tested_or_listed_unsupported_with_a_reason() -> None:
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("model, target", MATRIX, ids=[f"{m}-{t}" for m, t in MATRIX])
-def test_pair_verifies(tmp_path, model: str, target: str) -> None:
-    from edgekit import export
-
+@pytest.mark.parametrize("model, target", [pytest.param(m, t, marks=pytest.mark.xdist_group(m), id=f"{m}-{t}")
+                                           for m, t in MATRIX])
+def test_pair_verifies(exported, model: str, target: str) -> None:
+    """Each model's targets are exported in one multi-target run (the `exported` fixture), sharing their steps."""
     reason = get_target(target).unavailable_reason()
     if reason:
         record_cell(model, target, {"status": "unavailable", "reason": reason})
         pytest.skip(f"{target} is unavailable here: {reason}")
     weights = "imagenet" if get_card(model).offline_weights else None
     try:
-        artifact = export(model, target, weights=weights, out=tmp_path, progress=False)
+        artifact = exported(model, target, weights=weights)
     except ParityError as exc:
         record_cell(model, target, {"status": "parity-failed", "figure": str(exc)[:200]})
         raise
