@@ -75,20 +75,25 @@ def bench(
                     "warmup": warmup, "threads": threads, "model": reference}, out)
     result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0,
                         **eager})
+    failed = _export_together(card.name, names, weights, weights_sha, data, out / "artifacts", progress)
     for name in names:
-        result.rows.append(_bench_target(card.name, name, weights, weights_sha, data, runs, warmup, threads, out, progress))
+        result.rows.append(_bench_target(card.name, name, weights, weights_sha, data, runs, warmup, threads, out, progress,
+                                         failed.get(name)))
     _context_columns(result, card.macs)
     result.files = _write_reports(result, out)
     return result
 
 
-def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threads, out, progress) -> dict[str, Any]:
+def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threads, out, progress,
+                  failed: EdgekitError | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"target": target}
     reason = get_target(target).unavailable_reason()
     if reason:
         return row | {"status": "unavailable", "reason": reason}
     failure = None
     try:
+        if failed is not None:
+            raise failed
         directory = _artifact(model, target, weights, weights_sha, data, out / "artifacts", progress)
     except ParityError as exc:
         directory, failure = exc.artifact.directory, str(exc).splitlines()[0]
@@ -118,18 +123,42 @@ def _artifact_bytes(manifest: dict) -> int:
     return artifact["bytes"] + sum(companion["bytes"] for companion in artifact.get("companions", []))
 
 
+def _reusable(directory: Path, weights_sha, data) -> bool:
+    """Whether an earlier run left a verified artifact of the same weights and probe data, unchanged since."""
+    if not (directory / "manifest.json").is_file():
+        return False
+    manifest = read_manifest(directory)
+    recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
+    files = [manifest["artifact"], *manifest["artifact"].get("companions", [])]
+    return recorded == (weights_sha, "verified", None if data is None else str(data)) and all(
+        (directory / f["file"]).is_file() and sha256_file(directory / f["file"]) == f["sha256"] for f in files)
+
+
+def _export_together(model, names, weights, weights_sha, data, artifacts: Path, progress) -> dict[str, EdgekitError]:
+    """Exports every available target that has no reusable artifact in one run, so they share their steps.
+
+    Returns the targets that failed, with their errors; each becomes its row's status.
+    """
+    from edgekit import export
+    from edgekit.errors import ExportFailures
+
+    todo = [n for n in names if get_target(n).unavailable_reason() is None
+            and not _reusable(artifacts / f"{model}-{n}", weights_sha, data)]
+    if len(todo) > 1:
+        try:
+            export(model, todo, weights=weights, out=artifacts, data=data, force=True, progress=progress)
+        except ExportFailures as exc:
+            return exc.errors
+    return {}
+
+
 def _artifact(model, target, weights, weights_sha, data, artifacts: Path, progress) -> Path:
     """A verified artifact of the same weights and probe data from an earlier run, unchanged since, or a fresh export."""
     from edgekit import export
 
     directory = artifacts / f"{model}-{target}"
-    if (directory / "manifest.json").is_file():
-        manifest = read_manifest(directory)
-        recorded = (manifest["weights"]["sha256"], manifest["status"], manifest["export"].get("data"))
-        files = [manifest["artifact"], *manifest["artifact"].get("companions", [])]
-        if recorded == (weights_sha, "verified", None if data is None else str(data)) and all(
-                (directory / f["file"]).is_file() and sha256_file(directory / f["file"]) == f["sha256"] for f in files):
-            return directory
+    if _reusable(directory, weights_sha, data):
+        return directory
     return export(model, target, weights=weights, out=artifacts, data=data, force=True, progress=progress).directory
 
 
