@@ -21,7 +21,7 @@ _LAZY = {
     "verify": "edgekit.reverify",
     "ParityReport": "edgekit.parity",
     "list_targets": "edgekit.targets",
-    "predict": "edgekit.predict",
+    "predict": "edgekit.prediction",
     "train": "edgekit.training",
     "evaluate": "edgekit.training",
 }

@@ -365,7 +365,7 @@ def _check_fp16(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from edgekit.predict import predict
+    from edgekit.prediction import predict
 
     results = predict(args.directory, args.images, topk=args.topk, require_signature=args.require_signature)
     if not args.json and results and results[0]["artifact_status"] != "verified":

@@ -10,7 +10,7 @@ import pytest
 from edgekit.bench import _label_levels, bench
 from edgekit.calibration import demo_image
 from edgekit.errors import InvalidSpecError
-from edgekit.predict import predict
+from edgekit.prediction import predict
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def photos() -> list[str]:
 @pytest.fixture(scope="module")
 def predicted(artifacts, photos) -> dict:
     """edgekit predict's top-5 for every photo, per target."""
-    from edgekit.predict import predict
+    from edgekit.prediction import predict
 
     return {target: predict(artifact.directory, photos, topk=5) for target, artifact in artifacts.items()}
 

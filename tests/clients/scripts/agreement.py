@@ -39,7 +39,7 @@ def agreement(client: list[dict], reference: list[dict]) -> tuple[int, int]:
 def main(out: str, photos_dir: str) -> None:
     from edgekit.images import find_images
     from edgekit.models import get_card
-    from edgekit.predict import predict
+    from edgekit.prediction import predict
 
     items = find_images(photos_dir, get_card("mobilenet_v2"))
     photos, labels = [str(i.path) for i in items], [i.label for i in items]
