@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgekit.classify import check_inputs, top_classes
 from edgekit.images import load_batch
-from edgekit.integrity import check_files
+from edgekit.integrity import check_artifact
 from edgekit.manifest import manifest_card, manifest_contract, read_manifest
 from edgekit.runners import runner_for
 
@@ -26,11 +26,7 @@ def predict(directory: str | Path, images: list[str | Path], topk: int = 5, thre
     directory = Path(directory)
     manifest = read_manifest(directory)
     check_inputs(images, topk)
-    if require_signature is not None:
-        from edgekit.integrity.signing import verify_signature
-
-        verify_signature(directory, require_signature)
-    check_files(directory, manifest)
+    check_artifact(directory, manifest, require_signature)
     card = manifest_card(manifest)
     contract = manifest_contract(manifest)
     batch = contract.channel_order_of(load_batch([Path(p) for p in images], contract.preprocessing_card(card)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import WeightsError
-from edgekit.integrity import check_files
+from edgekit.integrity import check_artifact
 from edgekit.manifest import manifest_card, manifest_contract, read_manifest
 from edgekit.models import create_model, get_card
 from edgekit.manifest import sha256_file
@@ -26,11 +26,7 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
-    if require_signature is not None:
-        from edgekit.integrity.signing import verify_signature
-
-        verify_signature(directory, require_signature)
-    check_files(directory, manifest)
+    check_artifact(directory, manifest, require_signature)
     recorded = manifest["weights"]
     weights_file = None
     if recorded["source"] is not None:

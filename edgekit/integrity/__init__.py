@@ -43,3 +43,16 @@ def check_files(directory: str | Path, manifest: dict[str, Any]) -> None:
             raise IntegrityError(f"{path} changed since export: sha256 {actual}, its manifest records "
                                  f"{record['sha256']}. Copy the artifact folder again or export it again; refusing "
                                  "to load it")
+
+
+def check_artifact(directory: str | Path, manifest: dict[str, Any], require_signature: str | Path | None = None) -> None:
+    """What `predict` and `verify` check before loading: the folder's signature when one is required, then the files.
+
+    Raises:
+        IntegrityError: the signature is missing or does not verify, or a file changed since export.
+    """
+    if require_signature is not None:
+        from edgekit.integrity.signing import verify_signature
+
+        verify_signature(directory, require_signature)
+    check_files(directory, manifest)
