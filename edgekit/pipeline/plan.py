@@ -29,10 +29,6 @@ class Node:
     def step(self) -> Step:
         return self.key[-1]
 
-    @property
-    def index(self) -> str:
-        return str(len(self.key))
-
     def chain(self) -> list[Node]:
         """This node and every node before it, first step first."""
         nodes, node = [], self
