@@ -1,0 +1,169 @@
+"""`edgekit diagnose`: where an artifact's error against PyTorch enters, layer by layer.
+
+The PyTorch reference is rebuilt from the artifact's manifest (as `edgekit verify` does). Both run
+on the same images; every module's output in PyTorch is compared with the artifact tensor that
+shows it (ONNX Runtime with the intermediate tensors as outputs, the TFLite interpreter with all
+tensors preserved). See `report` for the metric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.diagnose.report import Accumulator, LayerError, Report, _db
+
+__all__ = ["SUPPORTED", "Report", "diagnose", "supported_targets"]
+
+# Artifact suffix -> (module, tap class); any target whose artifact has one of these suffixes.
+SUPPORTED = {".onnx": ("edgekit.diagnose.onnx", "OnnxTap"), ".tflite": ("edgekit.diagnose.tflite", "TFLiteTap")}
+CHUNK = 4
+WEIGHTED = ("Conv", "Linear")
+
+
+def supported_targets() -> list[str]:
+    """The registered targets whose artifacts `diagnose` can read."""
+    from edgekit.targets import get_target, list_targets
+
+    return [name for name in list_targets() if Path(get_target(name).artifact).suffix in SUPPORTED]
+
+
+def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: int | None = None) -> Report:
+    """Compares every layer of the artifact in `artifact_dir` with the PyTorch model it was exported from.
+
+    Args:
+        artifact_dir: a folder written by `edgekit export` (parity-failed ones too).
+        data: a folder of images; default: the bundled probe views (`edgekit.parity.probes`).
+        threads: CPU threads for PyTorch and the artifact's runtime.
+
+    Returns:
+        A `Report` with one `LayerError` per matched layer, in network order.
+
+    Raises:
+        InvalidSpecError: not an artifact folder, or a target diagnose cannot read.
+        IntegrityError: the artifact changed since export.
+        WeightsError: the recorded weights are gone or differ.
+        MissingBackendError: the artifact's runtime is not installed.
+    """
+    import importlib
+
+    import torch
+
+    from edgekit.integrity import check_artifact
+    from edgekit.manifest import manifest_card, manifest_contract, read_manifest
+    from edgekit.parity import build_probes
+    from edgekit.diagnose.layers import Reference, match
+
+    directory = Path(artifact_dir)
+    manifest = read_manifest(directory)
+    artifact = directory / manifest["artifact"]["file"]
+    _check_supported(manifest["target"], artifact)
+    check_artifact(directory, manifest)
+    if threads:
+        torch.set_num_threads(threads)
+    card, contract = manifest_card(manifest), manifest_contract(manifest)
+    module, cls = SUPPORTED[artifact.suffix]
+    tap = getattr(importlib.import_module(module), cls)(artifact, contract, threads)
+    reference = Reference(_reference_model(manifest, card))
+    probes = build_probes(card, contract, data, random_probes=0)
+    sums, matches, unmatched = Accumulator(), None, []
+    for start in range(0, len(probes.reference), CHUNK):
+        ref = reference.run(probes.reference[start:start + CHUNK])
+        art = _run(tap, probes.artifact[start:start + CHUNK], contract.batch)
+        if matches is None:
+            matches, unmatched = match(tap.tensors, reference, ref, art)
+        for pair in matches:
+            sums.add(pair.point, ref[pair.point], art[pair.tensor.name])
+    report = _report(manifest, artifact, probes, reference, matches, unmatched, sums)
+    report.notes += _notes(artifact)
+    return report
+
+
+def _check_supported(target: str, artifact: Path) -> None:
+    from edgekit.errors import InvalidSpecError
+
+    if artifact.suffix not in SUPPORTED:
+        raise InvalidSpecError(f"diagnose cannot read {target} artifacts ({artifact.name}); supported targets: "
+                               f"{', '.join(supported_targets())}")
+
+
+def _reference_model(manifest: dict, card):
+    from edgekit.errors import WeightsError
+    from edgekit.manifest import sha256_file
+    from edgekit.models import create_model, get_card
+    from edgekit.models.weights import weights_path
+
+    recorded = manifest["weights"]
+    weights_file = None
+    if recorded["source"] is not None:
+        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
+        actual = sha256_file(weights_file)
+        if actual != recorded["sha256"]:
+            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
+                               f"weights with sha256 {recorded['sha256']}; refusing to compare with other weights")
+    return create_model(manifest["model"], weights=weights_file, num_classes=card.num_classes)
+
+
+def _run(tap, images: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
+    """The artifact's tensors for `images`, fed `batch` at a time (the last group padded), stacked."""
+    size = batch or len(images)
+    outputs: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(images), size):
+        group = images[start:start + size]
+        padded = np.concatenate([group, np.repeat(group[-1:], size - len(group), axis=0)])
+        outputs.append({name: value[:len(group)] for name, value in tap.run(padded).items()})
+    return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+
+
+def _report(manifest, artifact, probes, reference, matches, unmatched, sums: Accumulator) -> Report:
+    matched = {pair.point for pair in matches}
+    nsr = {point: sums.nsr(point) for point in matched}
+    layers = []
+    for index, pair in enumerate(matches):
+        point = reference.points[pair.point]
+        modules = reference.span(pair.point, matched)
+        inbound = _input_nsr(reference, pair.point, nsr, {})
+        added = nsr[pair.point] - inbound
+        layers.append(LayerError(
+            index=index, module=_layer_name(reference, modules, pair.point), modules=modules,
+            kind="+".join(reference.points[m].kind for m in modules), shape=list(point.shape),
+            artifact_tensor=pair.tensor.name, artifact_op=pair.tensor.op, matched_by=pair.by,
+            sqnr_db=sums.sqnr_db(pair.point), relative_error=float(np.sqrt(nsr[pair.point])),
+            cosine=sums.cosine(pair.point), input_sqnr_db=_db(inbound),
+            added_db=_db(added) if added > 0 else None,
+            drop_db=_db(inbound) - sums.sqnr_db(pair.point) if inbound > 0 else None))
+    weighted = [name for name, p in reference.points.items() if p.kind.startswith(WEIGHTED)]
+    covered = {m for layer in layers for m in layer.modules}
+    return Report(
+        model=manifest["model"], target=manifest["target"], artifact=str(artifact), probes=probes.source.split(" + ")[0],
+        images=len(probes.reference), layers=layers, unmatched_tensors=[t.name for t in unmatched],
+        unmatched_modules=[name for name in weighted if name not in covered],
+        coverage={"weighted": len(weighted), "matched": len([n for n in weighted if n in covered]),
+                  "layers": len(layers), "by_name": sum(layer.matched_by == "name" for layer in layers)})
+
+
+def _layer_name(reference, modules: list[str], point: str) -> str:
+    """The convolution or linear module a fused layer computes, else the point itself."""
+    return next((m for m in modules if reference.points[m].kind.startswith(WEIGHTED)), point)
+
+
+def _input_nsr(reference, name: str, nsr: dict[str, float], memo: dict[str, float]) -> float:
+    """The largest noise-to-signal ratio among the matched points that `name` reads (0 at the exact input)."""
+    if name in memo:
+        return memo[name]
+    worst = 0.0
+    for source in reference.points[name].inputs:
+        worst = max(worst, nsr[source] if source in nsr else _input_nsr(reference, source, nsr, memo))
+    memo[name] = worst
+    return worst
+
+
+def _notes(artifact: Path) -> list[str]:
+    if artifact.suffix == ".onnx":
+        return ["Intermediate tensors are graph outputs here, so ONNX Runtime fuses fewer nodes than in the deployed "
+                "model; the figures are those of that run."]
+    return ["The TFLite built-in kernels ran, not XNNPACK (a delegate hides intermediate tensors); the figures are "
+            "those of that run.",
+            "TFLite tensor names (from onnx2tf) carry no PyTorch name: layers are paired with modules by shape and "
+            "value (cosine on the first images)."]
