@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
     export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
     export.add_argument("--jobs", type=int, default=None, help="steps run side by side at most (default: 2)")
+    export.add_argument("--keep-float", default="", metavar="LAYERS|auto",
+                        help="onnx-int8: PyTorch module names to keep in float (comma-separated), or 'auto' with "
+                             "--max-drop and --data: the fewest convolutions in float that meet the budget")
+    export.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                        help="--keep-float auto: top-1 points the int8 model may lose on --data")
     _tolerance_options(export)
     _engine_options(export)
     export.set_defaults(handler=_export)
@@ -166,9 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     targets.add_argument("--json", action="store_true")
     targets.set_defaults(handler=_targets)
 
+    from edgekit.diagnose.cli import add_parser as add_diagnose_command
     from edgekit.training.cli import add_commands as add_training_commands
 
     add_training_commands(commands)
+    add_diagnose_command(commands)
     return parser
 
 
@@ -245,6 +252,7 @@ def _export(args: argparse.Namespace) -> int:
         calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
         io_dtype=args.io_dtype, tolerance=_tolerance(args), timeout=args.timeout, workspace_mb=args.workspace_mb,
         timing_cache=args.timing_cache, max_batch=args.max_batch, opt_batch=args.opt_batch, jobs=args.jobs,
+        keep_float=args.keep_float, max_drop=args.max_drop,
     )
     for one in artifact.values() if isinstance(artifact, dict) else [artifact]:
         print(one.file)

@@ -111,25 +111,91 @@ def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
     quantization documentation); the verifier's result holds for the CPU that verified.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgekit.quantization.layers import nodes_of
 
     prepared = out.with_suffix(".prep.onnx")
     quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
     data = np.load(spec.calibration_file)
-    reader = _Reader(data, spec.batch)
-    classifier = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type in ("Gemm", "MatMul")]
+    graph = onnx.load(str(prepared)).graph
+    classifier = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
+    ranges = out.with_suffix(".ranges.json")
+
+    def quantize(kept: list[str], path: Path) -> None:
+        _quantize_qdq(prepared, path, data, spec.batch, classifier + kept, ranges)
+
+    info: dict = {"calibration_samples": int(len(data)), "method": "MinMax, moving average (ONNX Runtime)",
+                  "format": "QDQ U8S8 (uint8 activations, int8 per-channel weights)", "fp32_nodes": classifier}
+    if tuple(spec.keep_float) == ("auto",):
+        result, groups = _rescue(onnx_file, spec, graph, quantize, out)
+        kept = {module: groups[module] for module in result.kept}
+        info["rescue"] = result.to_dict()
+    else:
+        kept = nodes_of(spec.keep_float, [node.name for node in graph.node])
+    quantize([name for nodes in kept.values() for name in nodes], out)
+    for scratch in (prepared, ranges, out.with_suffix(".candidate.onnx")):
+        scratch.unlink(missing_ok=True)
+    info |= {"keep_float": {module: nodes for module, nodes in kept.items()}, "metadata_props": embed_metadata(out, spec)}
+    notes = [f"Mixed precision, not full-integer: {len(kept)} PyTorch module(s) kept in float: {', '.join(kept)}"] if kept else []
+    return {"info": info, "notes": notes}
+
+
+def _quantize_qdq(model: Path, out: Path, data: np.ndarray, batch: int, exclude: list[str], ranges: Path) -> None:
+    """One quantize_static run; the activation ranges are calibrated once and cached in `ranges`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    reader = _Reader(data, batch)
     # Strides bound the calibrator's memory: it keeps every intermediate output of a stride.
     stride = next(k for k in (10, 8, 5, 4, 2, 1) if len(reader) % k == 0)
     quantize_static(
-        str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        str(model), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=classifier, extra_options={"CalibMovingAverage": True, "CalibStridedMinMax": stride},
+        nodes_to_exclude=exclude, calibration_cache_path=str(ranges),
+        extra_options={"CalibMovingAverage": True, "CalibStridedMinMax": stride},
     )
-    prepared.unlink()
-    return {"info": {"calibration_samples": int(len(data)), "method": "MinMax, moving average (ONNX Runtime)",
-                     "format": "QDQ U8S8 (uint8 activations, int8 per-channel weights)", "fp32_nodes": classifier,
-                     "metadata_props": embed_metadata(out, spec)}}
+
+
+def _rescue(onnx_file: Path, spec, graph, quantize, out: Path):
+    """`--keep-float auto`: searches, on the images of `spec.data`, the fewest convolutions to keep in float."""
+    from edgekit.images import find_images, load_batch
+    from edgekit.quantization import rescue
+    from edgekit.quantization.layers import conv_groups
+
+    images = find_images(spec.data, spec.card)
+    inputs = load_batch([image.path for image in images], spec.card)
+    labels = np.array([image.label for image in images]) if all(i.label is not None for i in images) else None
+    score = rescue.scorer(_logits(onnx_file, inputs, spec.batch), labels)
+    groups = conv_groups(graph)
+    candidate = out.with_suffix(".candidate.onnx")
+
+    def measure(kept: list[str]) -> rescue.Score:
+        quantize([name for module in kept for name in groups[module]], candidate)
+        return score(_logits(candidate, inputs, spec.batch))
+
+    what = "top-1 points lost" if labels is not None else "points of top-1 disagreement (the images have no labels)"
+    print(f"keep-float search on {len(images)} images of {spec.data}, budget {spec.max_drop:g} {what}", flush=True)
+    result = rescue.search(list(groups), measure, spec.max_drop, say=lambda line: print(line, flush=True))
+    if not result.met:
+        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(groups)} convolutions in float the drop is "
+                           f"{result.score.drop:.2f} points on {len(images)} images; the loss is not in the "
+                           "convolutions' int8 (raise --max-drop, or export onnx fp32)")
+    return result, groups
+
+
+def _logits(path: Path, inputs: np.ndarray, batch: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    static = isinstance(session.get_inputs()[0].shape[0], int)
+    size = batch if static else 32
+    chunks = []
+    for start in range(0, len(inputs), size):
+        chunk = inputs[start:start + size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)]) if static else chunk
+        chunks.append(session.run(None, {name: padded})[0][:len(chunk)])
+    return np.concatenate(chunks)
 
 
 def embed_metadata(path: Path, spec) -> list[str]:

@@ -29,7 +29,8 @@ from edgekit.parity.probes import probe_notes
 from edgekit.pipeline.artifact import Artifact, Progress, contract_with, finish, keep_log, write_labels
 from edgekit.pipeline.execute import Done, Executor, Job
 from edgekit.pipeline.plan import Node, Plan, build_plan, resolve_targets
-from edgekit.pipeline.spec import ExportSpec, check_engine_options
+from edgekit.pipeline.spec import ExportSpec, check_engine_options, check_keep_float
+from edgekit.quantization.layers import check_module_names
 from edgekit.pipeline.staging import claim, disk_error, interruptible, is_disk_full, prepare_out, remove, sweep_stale
 from edgekit.runners.torch_runner import TorchRunner
 from edgekit.targets import MODEL, Target, get_target
@@ -63,6 +64,8 @@ def export(
     opt_batch: int = 1,
     jobs: int | None = None,
     progress: bool = True,
+    keep_float: str | list[str] | tuple[str, ...] = (),
+    max_drop: float | None = None,
 ) -> Artifact | dict[str, Artifact]:
     """Exports a zoo model to one or several targets and verifies every step against PyTorch.
 
@@ -86,6 +89,10 @@ def export(
             GPU model and TensorRT version under ~/.cache/edgekit/tensorrt, reused by every build there).
         max_batch, opt_batch: the TensorRT optimization profile (1, opt, max) of a `dynamic_batch` engine.
         jobs: steps run side by side at most (default: 2, or 1 on a single core).
+        keep_float: onnx-int8 layers (PyTorch module names, a list or comma-separated) kept in float, or "auto":
+            the fewest convolutions in float that keep the top-1 loss on `data` within `max_drop` points.
+            The artifact is then mixed precision, and its manifest lists every layer left in float.
+        max_drop: the top-1 budget, in points, of `keep_float="auto"`.
 
     Raises:
         ParityError: (one target) a step missed its tolerance. The artifact is kept in
@@ -99,6 +106,10 @@ def export(
     weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)
     _check_options(targets, batch, dynamic_batch, io_dtype, calib, calib_size)
+    keep_float = tuple(n.strip() for n in (keep_float.split(",") if isinstance(keep_float, str) else keep_float) if n.strip())
+    check_keep_float([t.name for t in targets], keep_float, max_drop, data)
+    if keep_float and keep_float != ("auto",):
+        check_module_names(card, keep_float)
     if not timeout > 0:
         raise InvalidSpecError(f"--timeout must be a positive number of seconds, got {timeout}")
     check_engine_options(workspace_mb, max_batch, opt_batch)
@@ -112,7 +123,8 @@ def export(
             raise InvalidSpecError(f"{final} already exists; pass --force to replace it")
     spec = ExportSpec(card.name, ",".join(runnable), None if weights is None else str(weights), weights_file,
                       num_classes, input_size, batch, dynamic_batch, None, io_dtype, timeout, None if data is None else str(data),
-                      workspace_mb, None if timing_cache is None else str(timing_cache), max_batch, opt_batch)
+                      workspace_mb, None if timing_cache is None else str(timing_cache), max_batch, opt_batch,
+                      keep_float=keep_float, max_drop=max_drop)
     progress_out = Progress(progress, 0)
     for name, reason in skipped.items():
         progress_out.say(f"skipping {name}: {reason}")
@@ -407,6 +419,13 @@ def check_backends(target: Target) -> None:
         raise MissingBackendError(f"target {target.name} is unavailable here: {reason}")
 
 
+def _description(target: Target, records) -> str:
+    kept = [module for record in records for module in record.get("info", {}).get("keep_float") or {}]
+    if not kept:
+        return target.description
+    return f"{target.description}; mixed precision, not full-integer: {len(kept)} layer(s) kept in float"
+
+
 def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: ExportSpec, calibration, records,
               report: ParityReport | None, folder: Path, labels: str, status: str) -> dict[str, Any]:
     artifact_file = folder / step.output
@@ -416,7 +435,7 @@ def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: E
         "status": status,
         "model": card.name,
         "target": target.name,
-        "description": target.description,
+        "description": _description(target, records),
         "precision": step.precision,
         "artifact": {"file": artifact_file.name, "bytes": artifact_file.stat().st_size,
                      "sha256": sha256_file(artifact_file),

@@ -38,6 +38,10 @@ class ExportSpec:
     max_batch: int = 16
     opt_batch: int = 1
     fp32_layers: tuple[str, ...] = ()
+    # int8 layers kept in float: PyTorch module names, or ("auto",) to search for the fewest within `max_drop`
+    # top-1 points on the images of `data`.
+    keep_float: tuple[str, ...] = ()
+    max_drop: float | None = None
 
     @cached_property
     def card(self) -> ModelCard:
@@ -50,7 +54,8 @@ class ExportSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportSpec:
-        return cls(**(data | {"fp32_layers": tuple(data.get("fp32_layers", ()))}))
+        return cls(**(data | {"fp32_layers": tuple(data.get("fp32_layers", ())),
+                             "keep_float": tuple(data.get("keep_float", ()))}))
 
 
 def check_engine_options(workspace_mb: int, max_batch: int, opt_batch: int) -> None:
@@ -59,3 +64,27 @@ def check_engine_options(workspace_mb: int, max_batch: int, opt_batch: int) -> N
         raise InvalidSpecError(f"--workspace-mb must be at least 1, got {workspace_mb}")
     if not 1 <= opt_batch <= max_batch:
         raise InvalidSpecError(f"the TensorRT profile needs 1 <= --opt-batch <= --max-batch, got {opt_batch} and {max_batch}")
+
+
+KEEP_FLOAT_TARGETS = ("onnx-int8",)
+
+
+def check_keep_float(targets: list[str], keep_float: tuple[str, ...], max_drop: float | None, data) -> None:
+    """--keep-float and --max-drop: an int8 target that can mix precision, and images to measure the budget on."""
+    if not keep_float and max_drop is None:
+        return
+    if max_drop is not None and keep_float != ("auto",):
+        raise InvalidSpecError("--max-drop is the budget of --keep-float auto; pass --keep-float auto with it")
+    if keep_float == ("auto",) and (max_drop is None or data is None):
+        raise InvalidSpecError("--keep-float auto needs --max-drop POINTS (top-1 points the int8 model may lose) and "
+                               "--data DIR (your labelled images, on which the loss is measured)")
+    if max_drop is not None and not max_drop >= 0:
+        raise InvalidSpecError(f"--max-drop must be a number of top-1 points >= 0, got {max_drop}")
+    if "auto" in keep_float and len(keep_float) > 1:
+        raise InvalidSpecError("--keep-float takes 'auto' or a list of layer names, not both")
+    other = [t for t in targets if t not in KEEP_FLOAT_TARGETS]
+    if other:
+        hint = (" TFLite can mix int8 and float kernels, but edgekit does not yet choose such layers for tflite-int8."
+                if "tflite-int8" in other else "")
+        raise InvalidSpecError(f"--keep-float applies to {', '.join(KEEP_FLOAT_TARGETS)} only, not {', '.join(other)}."
+                               f"{hint} Export onnx-int8 on its own with --keep-float")

@@ -1,0 +1,1 @@
+"""Quantization helpers shared by the int8 exporters: PyTorch layer names and the keep-float rescue."""

@@ -1,0 +1,86 @@
+"""Accuracy-budget rescue: the fewest layers kept in float that bring an int8 model within a top-1 budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Score:
+    """An int8 candidate measured on the user's images against the float model."""
+
+    drop: float  # top-1 points lost against the float model (labels), or points of top-1 disagreement (no labels)
+    error: float  # mean squared logit error relative to the float logits' mean square
+
+    def to_dict(self) -> dict:
+        return {"drop": round(self.drop, 3), "relative_logit_mse": float(f"{self.error:.4g}")}
+
+
+@dataclass
+class Rescue:
+    """What the search kept in float, and every candidate it measured on the way."""
+
+    kept: list[str]
+    budget: float
+    score: Score
+    baseline: Score
+    ranking: list[tuple[str, Score]] = field(default_factory=list)
+    steps: list[tuple[int, Score]] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.score.drop <= self.budget
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "met": self.met, "kept_float": self.kept, "final": self.score.to_dict(),
+                "all_int8": self.baseline.to_dict(),
+                "ranking": [{"layer": name, **score.to_dict()} for name, score in self.ranking],
+                "greedy": [{"layers": count, **score.to_dict()} for count, score in self.steps]}
+
+
+def scorer(reference: np.ndarray, labels: np.ndarray | None) -> Callable[[np.ndarray], Score]:
+    """Scores candidate logits against the float `reference` logits, on top-1 against `labels` when given."""
+    top1 = reference.argmax(1)
+    power = float(np.mean(reference ** 2)) or 1.0
+
+    def score(logits: np.ndarray) -> Score:
+        predicted = logits.argmax(1)
+        if labels is not None:
+            drop = 100.0 * (np.mean(top1 == labels) - np.mean(predicted == labels))
+        else:
+            drop = 100.0 * np.mean(predicted != top1)
+        return Score(float(drop), float(np.mean((logits - reference) ** 2)) / power)
+
+    return score
+
+
+def search(layers: list[str], measure: Callable[[list[str]], Score], budget: float,
+           say: Callable[[str], None] = print) -> Rescue:
+    """Greedy search for the fewest `layers` to keep in float so that the measured drop is within `budget`.
+
+    Each layer is first measured alone in float; they are then added in the order that lowered the
+    logit error most, one at a time, until the drop is within budget (or every layer is float).
+    `measure(kept)` quantizes with `kept` in float and scores the result.
+    """
+    baseline = measure([])
+    say(f"all int8: drop {baseline.drop:.2f} points (budget {budget:g})")
+    rescue = Rescue([], budget, baseline, baseline)
+    if rescue.met:
+        return rescue
+    for index, layer in enumerate(layers, 1):
+        rescue.ranking.append((layer, measure([layer])))
+        if index % 10 == 0 or index == len(layers):
+            say(f"ranked {index}/{len(layers)} layers")
+    rescue.ranking.sort(key=lambda item: (item[1].error, item[1].drop))
+    for count in range(1, len(layers) + 1):
+        kept = [name for name, _ in rescue.ranking[:count]]
+        score = measure(kept)
+        rescue.steps.append((count, score))
+        say(f"{count} in float: drop {score.drop:.2f} points")
+        rescue.kept, rescue.score = kept, score
+        if rescue.met:
+            break
+    return rescue

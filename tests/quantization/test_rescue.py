@@ -1,0 +1,68 @@
+"""The keep-float rescue of onnx-int8: layers named by hand or searched within a top-1 budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.cli import main
+from edgekit.quantization.layers import module_of
+
+MODEL = "mobilenet_v2"
+
+
+def test_torch_onnx_scopes_read_back_as_module_names() -> None:
+    assert module_of("/features/features.3/conv/conv.0/conv.0.0/Conv") == "features.3.conv.0.0"
+    assert module_of("/classifier/classifier.1/Gemm") == "classifier.1"
+    assert module_of("/conv1/conv1.0/Conv") == "conv1.0"
+    assert module_of("Flatten_12") == ""
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--target", "tflite-int8", "--keep-float", "features.0.0"], "applies to onnx-int8 only"),
+    (["--target", "onnx-int8", "--keep-float", "auto"], "needs --max-drop"),
+    (["--target", "onnx-int8", "--keep-float", "features.0.9"], "Did you mean 'features.0.2'"),
+    (["--target", "onnx-int8", "--max-drop", "0.3"], "pass --keep-float auto"),
+])
+def test_bad_keep_float_options_fail_before_any_conversion(tmp_path, capsys, options, message) -> None:
+    assert main(["export", MODEL, *options, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_layer_kept_in_float_is_float_in_the_file_and_named_in_the_manifest(exported) -> None:
+    import onnx
+
+    artifact = exported(MODEL, "onnx-int8", weights="imagenet", keep_float="features.0.0")
+    graph = onnx.load(str(artifact.file)).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    stem = next(node for node in graph.node if node.name == "/features/features.0/features.0.0/Conv")
+    assert stem.op_type == "Conv" and producers.get(stem.input[1]) != "DequantizeLinear"
+    quantized = [n for n in graph.node if n.op_type == "Conv" and producers.get(n.input[1]) == "DequantizeLinear"]
+    assert len(quantized) == 51
+    manifest = json.loads((artifact.directory / "manifest.json").read_text())
+    assert "mixed precision, not full-integer: 1 layer(s) kept in float" in manifest["description"]
+    assert manifest["steps"][-1]["info"]["keep_float"] == {"features.0.0": ["/features/features.0/features.0.0/Conv"]}
+    assert any("kept in float: features.0.0" in note for note in manifest["notes"])
+    assert manifest["status"] == "verified"
+
+
+@pytest.mark.parity
+def test_auto_keeps_the_fewest_layers_that_meet_the_budget(exported, imagenet_sample, tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted(imagenet_sample.iterdir())[1::4]:
+        (photos / path.name).symlink_to(path)
+    artifact = exported(MODEL, "onnx-int8", weights="imagenet", keep_float="auto", max_drop=0.5, data=str(photos))
+    rescue = json.loads((artifact.directory / "manifest.json").read_text())["steps"][-1]["info"]["rescue"]
+    assert rescue["met"] and rescue["final"]["drop"] <= 0.5
+    assert len(rescue["ranking"]) == 52
+    if rescue["all_int8"]["drop"] > 0.5:
+        assert 1 <= len(rescue["kept_float"]) == rescue["greedy"][-1]["layers"]
+        assert all(step["drop"] > 0.5 for step in rescue["greedy"][:-1])
+    else:
+        assert rescue["kept_float"] == []
