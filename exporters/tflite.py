@@ -130,7 +130,31 @@ def convert_dynamic_range(saved_model: Path, spec, out: Path) -> dict:
 
 
 def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
-    """Full-integer int8: int8 weights (per channel) and activations, calibrated on `spec.calibration_file`."""
+    """Full-integer int8: int8 weights (per channel) and activations, calibrated on `spec.calibration_file`.
+
+    TensorFlow's converter calibrates (`_experimental_calibrate_only`, the path
+    `tf.lite.experimental.QuantizationDebugger` takes) and `mlir_quantize` quantizes, as
+    `TFLiteConverter.convert()` would do in one go, with three range edits in between
+    (`_activation_ranges`):
+
+    - every activation's range is the mean over the calibration samples of each sample's own min
+      and max (ONNX Runtime's `CalibMovingAverage` statistic), not the extremes of the whole set;
+    - the logits keep the extremes (a mean would clip every confident top-1 into ties), and
+      `_widen_logits` then widens them by LOGIT_HEADROOM;
+    - the input is pinned to 0-255, so an integer input holds raw pixels however few photos calibrated.
+
+    Measured on imagenet-sample, calibrated on one half and scored on the other 250 photos (top-1
+    agreement with fp32, before -> after; scripts in the README's int8 section). Reported split,
+    calibrate on the odd half, score on the even: mobilenet_v2 bundled default 94.8% -> 97.2%,
+    own 20/100/250 photos 92.8/93.2/91.2% -> 96.4/96.4/97.2%, int8 top-1 81.6-82.8 against fp32's
+    81.6 (before: 79.2-82.4); the mean KL divergence to fp32 falls from 0.07-0.08 to 0.015-0.017.
+    effnet_lite0 is unchanged within one or two photos (97.2-98.4%, KL 0.008-0.010 both ways).
+    Chosen on the other split: the mean halved KL against the extremes and beat the 90th/99th
+    percentiles; ONNX Runtime's moving average (order-dependent) tied with it within 0.002.
+    Not reached: 98% agreement with 250 own photos on mobilenet_v2.
+    """
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
+
     tf, converter = _converter(saved_model)
     card = export_card(spec)
     data = to_pixels(np.load(spec.calibration_file).transpose(0, 2, 3, 1), card.mean, card.std)
@@ -141,16 +165,69 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # noqa: SLF001  (float model carrying each tensor's min/max)
+    calibrated_model = converter.convert()
+    edited, ranges = _activation_ranges(calibrated_model, data)
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec.io_dtype]
-    converter.inference_input_type = io_type
-    converter.inference_output_type = io_type
-    out.write_bytes(converter.convert())
+    quantized = mlir_quantize(edited, disable_per_channel=False, input_data_type=io_type, output_data_type=io_type)
+    out.write_bytes(deduplicate_readonly_buffers(quantized))
     calibrated, widened = _widen_logits(out)
     metadata = write_metadata(out, spec)
     io = _io_quantization(out)
     return {"contract": {**PIXEL_INPUT, **io}, "notes": pixel_grid_notes(io),
             "info": {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype,
+                     "method": ACTIVATION_RANGE_METHOD, "activation_ranges": ranges,
                      "logits_range_calibrated": calibrated, "logits_range": widened, "metadata": metadata}}
+
+
+ACTIVATION_RANGE_METHOD = ("TensorFlow calibrate-only + mlir_quantize; activation ranges: mean of per-sample "
+                           "min/max; logits: calibration extremes widened by LOGIT_HEADROOM; input pinned to 0-255")
+
+
+def _activation_ranges(calibrated_model: bytes, data: np.ndarray) -> tuple[bytes, dict]:
+    """The calibrated float model with its recorded min/max replaced (see convert_full_int8), and a summary.
+
+    Runs the calibrated float model on every calibration sample, keeping every tensor, and takes
+    each recorded tensor's min and max per sample. A tensor the interpreter cannot read keeps the
+    calibrator's range.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated_model))
+    graph = model.subgraphs[0]
+    recorded = [i for i, tensor in enumerate(graph.tensors)
+                if tensor.quantization is not None and tensor.quantization.min is not None
+                and len(tensor.quantization.min) == 1]
+    interpreter = Interpreter(model_content=bytes(calibrated_model), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    feed = interpreter.get_input_details()[0]["index"]
+    lows, highs = np.zeros((len(data), len(recorded))), np.zeros((len(data), len(recorded)))
+    readable = np.ones(len(recorded), bool)
+    for row, sample in enumerate(data):
+        interpreter.set_tensor(feed, sample[None].astype(np.float32))
+        interpreter.invoke()
+        for column, index in enumerate(recorded):
+            try:
+                values = interpreter.get_tensor(index)
+            except ValueError:
+                readable[column] = False
+                continue
+            if values.size:
+                lows[row, column], highs[row, column] = values.min(), values.max()
+            else:
+                readable[column] = False
+    kept = {graph.inputs[0], *graph.outputs}  # the input is pinned below; the logits keep their extremes
+    averaged = 0
+    for column, index in enumerate(recorded):
+        if index not in kept and readable[column]:
+            quantization = graph.tensors[index].quantization
+            quantization.min, quantization.max = [float(lows[:, column].mean())], [float(highs[:, column].mean())]
+            averaged += 1
+    graph.tensors[graph.inputs[0]].quantization.min, graph.tensors[graph.inputs[0]].quantization.max = [0.0], [255.0]
+    summary = {"tensors_averaged": averaged, "tensors_calibrator_extremes": len(recorded) - averaged - 1,
+               "input_range": [0.0, 255.0]}
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), summary
 
 
 def _widen_logits(path: Path) -> tuple[list[float], list[float]]:
