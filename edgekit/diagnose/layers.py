@@ -112,15 +112,9 @@ class Reference:
 
 def module_path(onnx_name: str) -> str | None:
     """The PyTorch module path in a torch.onnx name: '/features/features.3/conv/conv.0/Conv_output_0' -> 'features.3.conv.0'."""
-    parts = onnx_name.split("/")
-    if len(parts) < 3 or parts[0]:
-        return None
-    path: list[str] = []
-    previous = ""
-    for scope in parts[1:-1]:
-        path.append(scope[len(previous) + 1:] if previous and scope.startswith(previous + ".") else scope)
-        previous = scope
-    return ".".join(path) or None
+    from edgekit.quantization.layers import module_of
+
+    return module_of(onnx_name) or None
 
 
 @dataclass

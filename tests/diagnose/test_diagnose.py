@@ -18,6 +18,7 @@ from edgekit.errors import InvalidSpecError
 from edgekit.manifest import sha256_file
 
 MODEL = "mobilenet_v2"
+pytestmark = pytest.mark.xdist_group("mobilenet_v2")  # shares the exports of tests/exporters/test_targets.py
 DAMAGED = "features.8.conv.1.0"  # a depthwise convolution in the middle of the network
 
 
