@@ -12,5 +12,6 @@ def target_status() -> list[dict]:
         target = get_target(name)
         reason = target.unavailable_reason()
         rows.append({"name": name, "available": reason is None, "precision": target.precision,
-                     "description": target.description, "reason": reason, "steps": [s.name for s in target.steps]})
+                     "description": target.description, "reason": reason, "steps": [s.name for s in target.steps],
+                     "caveat": target.caveat})
     return rows

@@ -288,6 +288,12 @@ def _targets(args: argparse.Namespace) -> int:
     print(_table(("target", "available", "precision", "description"),
                  [(r["name"], "yes" if r["available"] else "no", r["precision"],
                    _clip(r["description"], max(20, width - fixed))) for r in rows]))
+    caveats = [r for r in rows if r["caveat"]]
+    if caveats:
+        print("\nbefore you pick by name:")
+        for r in caveats:
+            print(textwrap.fill(f"{r['name']}: {r['caveat']}", width=max(40, width - 1), initial_indent="  ",
+                                subsequent_indent="      "))
     missing = [r for r in rows if not r["available"]]
     if missing:
         print("\nunavailable here:")

@@ -44,6 +44,7 @@ class Target:
     notes: tuple[str, ...] = ()
     probe: str | None = None
     fp16_risk_check: bool = False
+    caveat: str | None = None  # what a user picking by name would not expect (shown under `edgekit targets`)
 
     def unavailable_reason(self) -> str | None:
         """Why this target cannot run here (a backend missing, or the probe's answer), or None."""
@@ -105,6 +106,11 @@ TORCH = (("torch", "export"),)
 ONNX = TORCH + (("onnx", "onnx"), ("onnxsim", "onnx"), ("onnxruntime", "onnx"))
 TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_litert", "tflite"), ("mediapipe", "tflite"))
 
+# Measured on mobilenet_v2 (ImageNet weights), one thread, median CPU time of 30-40 alternating runs, AMD Zen 4:
+# `python scripts/cpu_time.py FP32_DIR INT8_DIR` (see the README's benchmark section).
+SIZE_NOT_SPEED = ("Dynamic int8 is for a smaller file, not for speed: on mobilenet_v2 the file goes {size} against "
+                  "{fp32}, and one inference takes {slower} on x86 (1 thread, CPU time).")
+
 TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
 SIMPLIFY = Step("onnxsim", "onnx:simplify_onnx", "model.onnx", "fp32")
 TO_TFLITE = Step("onnx -> tflite fp32 (onnx2tf)", "tflite:convert_onnx2tf", "model_float32.tflite", "fp32",
@@ -133,19 +139,32 @@ register_target(Target(
     (TO_ONNX, SIMPLIFY), requires=ONNX,
 ))
 register_target(Target(
-    "onnx-int8-dynamic", "ONNX Runtime dynamic quantization: Conv (not stem or depthwise) and MatMul weights int8",
+    "onnx-int8-dynamic", "ONNX Runtime dynamic quantization, for size: Conv (not stem or depthwise) and MatMul weights "
+    "int8; 0.28x the fp32 file but 4.3x its latency (mobilenet_v2)",
     (TO_ONNX, SIMPLIFY, Step("onnx -> int8 dynamic", "onnx:quantize_dynamic_onnx", "model.int8-dynamic.onnx", "int8-dynamic")),
-    requires=ONNX,
+    requires=ONNX, notes=(SIZE_NOT_SPEED.format(fp32="onnx", size="14.0 -> 3.9 MB", slower="4.3x (4.92 -> 21.34 ms)"),),
+    caveat="for size, not speed: 4.3x slower than onnx on x86 (mobilenet_v2)",
 ))
 register_target(Target(
-    "onnx-int8", "ONNX static QDQ int8, calibrated, per-channel weights",
+    "onnx-int8", "ONNX static QDQ int8 (uint8 activations, per-channel int8 weights), calibrated; --keep-float to mix",
     (TO_ONNX, SIMPLIFY, Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")),
-    requires=ONNX, calibrated=True,
+    requires=ONNX, calibrated=True, notes=(
+        "Speed in ONNX Runtime 1.32 on x86 (AVX-512 VNNI), batch 1, CPU time against the onnx fp32 file: mobilenet_v2 "
+        "1.8x faster (5.38 -> 2.96 ms), effnet_lite0 1.7x, but shufflenet_v2_x1_0 only 1.17x (its channel shuffles, splits and concats "
+        "keep 47 layout Transposes around the int8 convolutions) and effnet_b0 1.03x (SiLU and squeeze-and-excitation "
+        "run as QLinearSigmoid + QLinearMul, about 45% of its int8 time). For int8 speed on x86, use openvino-int8.",
+    ),
+    caveat="faster than onnx on x86 for mobilenet_v2 (1.8x) and effnet_lite0 (1.7x), not for shufflenet_v2_x1_0 "
+           "(1.17x) or effnet_b0 (1.03x); openvino-int8 is the fast x86 int8",
 ))
 register_target(Target(
-    "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript: only nn.Linear is int8",
+    "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript, for size: only nn.Linear is int8; 0.74x "
+    "the torchscript file at the same latency (mobilenet_v2)",
     (Step("torch -> dynamic int8 (nn.Linear only)", "torchscript:export_dynamic_int8", "model.int8-dynamic.pt", "int8-linear"),),
-    requires=TORCH, notes=("PyTorch's quantize_dynamic quantizes nn.Linear only; convolutions stay fp32.",),
+    requires=TORCH, notes=("PyTorch's quantize_dynamic quantizes nn.Linear only; convolutions stay fp32.",
+                           SIZE_NOT_SPEED.format(fp32="torchscript", size="14.5 -> 10.7 MB",
+                                                 slower="0.95x (18.26 -> 17.37 ms), hardly faster")),
+    caveat="for size, not speed: convolutions stay fp32, same latency as torchscript",
 ))
 register_target(Target(
     "tflite-fp32", "TFLite fp32 via onnx2tf", (TO_ONNX, SIMPLIFY, TO_TFLITE),
@@ -158,11 +177,14 @@ register_target(Target(
     requires=TFLITE, supports_dynamic_batch=False,
 ))
 register_target(Target(
-    "tflite-int8-dynamic", "TFLite dynamic-range quantization: int8 weights, float activations",
+    "tflite-int8-dynamic", "TFLite dynamic-range quantization, for size: int8 weights, float activations; 0.27x the "
+    "fp32 file but 2.5x its latency (mobilenet_v2)",
     (TO_ONNX, SIMPLIFY, TO_TFLITE,
      Step("tflite fp32 -> int8 dynamic range", "tflite:convert_dynamic_range", "model_dynamic_range_quant.tflite",
           "int8-dynamic", input="saved_model")),
     requires=TFLITE, supports_dynamic_batch=False,
+    notes=(SIZE_NOT_SPEED.format(fp32="tflite-fp32", size="14.0 -> 3.8 MB", slower="2.5x (4.71 -> 11.96 ms)"),),
+    caveat="for size, not speed: 2.5x slower than tflite-fp32 on x86 (mobilenet_v2)",
 ))
 register_target(Target(
     "tflite-int8", "TFLite full-integer int8: int8 weights and activations, calibrated; int8, uint8 (MediaPipe) "
