@@ -7,6 +7,7 @@ calibration set, so onnx2tf's downloaded sample is never needed.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from edgekit.exporters.tflite_metadata import (export_card, normalize_in_graph, 
 
 # The TFLite graphs take RGB pixel values 0-255 and normalise per channel inside (see tflite_metadata).
 PIXEL_INPUT = {"layout": "NHWC", "normalization": "graph"}
+
+# Written into the SavedModel folder by the onnx2tf step: the ONNX layers in order, so that the full-integer
+# step can name TFLite ops by their PyTorch modules (--keep-float).
+LAYERS_FILE = "edgekit_layers.json"
+LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 # onnx2tf 1.29 downloads this sample from GitHub unless the file already exists in its working
 # directory. edgekit writes it from its bundled photos (onnx2tf uses it only when asked to
@@ -50,16 +56,29 @@ def convert_onnx2tf(onnx_file: Path, spec, out: Path) -> dict:
     padded = _pad_relu_maxpools(onnx_file, scratch)
     card = export_card(spec)
     normalize_in_graph(scratch, card.mean, card.std)
+    layers = _onnx_layers(scratch)
     onnx2tf.convert(
         input_onnx_file_path=str(scratch), output_folder_path=str(saved_model), non_verbose=True,
         not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True, output_signaturedefs=True,
     )
+    (saved_model / LAYERS_FILE).write_text(json.dumps(layers))
     shutil.rmtree(scratch.parent)
     shutil.move(str(saved_model / "model_float32.tflite"), out)
     for stale in saved_model.glob("*.tflite"):
         stale.unlink()
     return {"contract": PIXEL_INPUT, "info": {"converter": "onnx2tf", "maxpool_pads_made_explicit": padded,
                                               "metadata": write_metadata(out, spec)}}
+
+
+def _onnx_layers(onnx_file: Path) -> list[dict]:
+    """The Conv, Gemm and MatMul nodes of `onnx_file` in order, with their output shapes (no batch)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_file)))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim][1:]
+              for v in [*model.graph.value_info, *model.graph.output]}
+    return [{"name": node.name, "shape": shapes.get(node.output[0])} for node in model.graph.node
+            if node.op_type in ("Conv", "Gemm", "MatMul")]
 
 
 def _pad_relu_maxpools(onnx_file: Path, out: Path) -> int:
@@ -168,16 +187,107 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     converter._experimental_calibrate_only = True  # noqa: SLF001  (float model carrying each tensor's min/max)
     calibrated_model = converter.convert()
     edited, ranges = _activation_ranges(calibrated_model, data)
+    kept, rescue = _keep_float(saved_model, edited, spec) if spec.keep_float else ({}, None)
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec.io_dtype]
-    quantized = mlir_quantize(edited, disable_per_channel=False, input_data_type=io_type, output_data_type=io_type)
+    quantized = mlir_quantize(edited, disable_per_channel=False, input_data_type=io_type, output_data_type=io_type,
+                              denylisted_nodes=[name for names in kept.values() for name in names] or None)
     out.write_bytes(deduplicate_readonly_buffers(quantized))
     calibrated, widened = _widen_logits(out)
     metadata = write_metadata(out, spec)
     io = _io_quantization(out)
-    return {"contract": {**PIXEL_INPUT, **io}, "notes": pixel_grid_notes(io),
-            "info": {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype,
-                     "method": ACTIVATION_RANGE_METHOD, "activation_ranges": ranges,
-                     "logits_range_calibrated": calibrated, "logits_range": widened, "metadata": metadata}}
+    info = {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype, "method": ACTIVATION_RANGE_METHOD,
+            "activation_ranges": ranges, "logits_range_calibrated": calibrated, "logits_range": widened,
+            "metadata": metadata, "keep_float": kept}
+    notes = pixel_grid_notes(io)
+    if rescue is not None:
+        info["rescue"] = rescue.to_dict()
+    if kept:
+        notes.append(f"Mixed precision, not full-integer: {len(kept)} PyTorch module(s) kept in float: {', '.join(kept)}")
+    return {"contract": {**PIXEL_INPUT, **io}, "notes": notes, "info": info}
+
+
+def _keep_float(saved_model: Path, calibrated: bytes, spec) -> tuple[dict[str, list[str]], object]:
+    """The TFLite ops to leave in float, by PyTorch module: those named in `spec.keep_float`, or searched ("auto")."""
+    from edgekit.errors import InvalidSpecError
+    from edgekit.quantization.layers import inside
+
+    layers = _tflite_layers(saved_model, calibrated)
+    if tuple(spec.keep_float) == ("auto",):
+        return _rescue(calibrated, layers, spec)
+    kept = {}
+    for module in spec.keep_float:
+        kept[module] = [tensor for name, tensor in layers if inside(name, module)]
+        if not kept[module]:
+            raise InvalidSpecError(f"--keep-float: {module!r} holds no convolution or linear layer of this model; "
+                                   "tflite-int8 keeps such layers (and their fused activations) in float")
+    return kept, None
+
+
+def _tflite_layers(saved_model: Path, calibrated: bytes) -> list[tuple[str, str]]:
+    """(PyTorch module, TFLite output tensor) of each conv/linear op, paired in order with the ONNX layers.
+
+    onnx2tf emits the layers in ONNX order; the pairing is accepted only if every output shape agrees.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.quantization.layers import module_of
+
+    onnx_layers = json.loads((saved_model / LAYERS_FILE).read_text())
+    interpreter = Interpreter(model_content=calibrated)
+    interpreter.allocate_tensors()
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] in LAYER_OPS]  # the public API lists tensors only
+    shapes = [[int(d) for d in details[op["outputs"][0]]["shape"][1:]] for op in ops]
+    nchw = [[shape[-1], *shape[:-1]] if len(shape) == 3 else shape for shape in shapes]
+    if [layer["shape"] for layer in onnx_layers] != nchw:
+        raise RuntimeError(f"--keep-float: the {len(ops)} TFLite conv/linear ops do not pair with the "
+                           f"{len(onnx_layers)} ONNX ones by shape, so they cannot be named by PyTorch module")
+    return [(module_of(layer["name"]), details[op["outputs"][0]]["name"])
+            for layer, op in zip(onnx_layers, ops) if module_of(layer["name"])]
+
+
+def _rescue(calibrated: bytes, layers: list[tuple[str, str]], spec):
+    """`--keep-float auto`: the fewest layers in float within `spec.max_drop` top-1 points on `spec.data`."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from edgekit.images import find_images, load_batch
+    from edgekit.quantization import rescue
+
+    card = export_card(spec)
+    images = find_images(spec.data, spec.card)
+    pixels = to_pixels(load_batch([i.path for i in images], spec.card).transpose(0, 2, 3, 1), card.mean, card.std)
+    labels = np.array([i.label for i in images]) if all(i.label is not None for i in images) else None
+    score = rescue.scorer(_tflite_logits(calibrated, pixels), labels)
+    groups: dict[str, list[str]] = {}
+    for module, tensor in layers:
+        groups.setdefault(module, []).append(tensor)
+
+    def measure(kept: list[str]) -> rescue.Score:
+        model = mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32,
+                              denylisted_nodes=[t for module in kept for t in groups[module]] or None)
+        return score(_tflite_logits(model, pixels))
+
+    print(f"keep-float search on {len(images)} images of {spec.data}, budget {spec.max_drop:g} points", flush=True)
+    result = rescue.search(list(groups), measure, spec.max_drop, say=lambda line: print(line, flush=True))
+    if not result.met:
+        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(groups)} layers in float the drop is "
+                           f"{result.score.drop:.2f} points on {len(images)} images")
+    return {module: groups[module] for module in result.kept}, result
+
+
+def _tflite_logits(model: bytes, pixels: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    feed, fetch = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    logits = []
+    for sample in pixels:
+        interpreter.set_tensor(feed, sample[None].astype(np.float32))
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(fetch)[0].copy())
+    return np.stack(logits)
 
 
 ACTIVATION_RANGE_METHOD = ("TensorFlow calibrate-only + mlir_quantize; activation ranges: mean of per-sample "

@@ -66,7 +66,7 @@ def check_engine_options(workspace_mb: int, max_batch: int, opt_batch: int) -> N
         raise InvalidSpecError(f"the TensorRT profile needs 1 <= --opt-batch <= --max-batch, got {opt_batch} and {max_batch}")
 
 
-KEEP_FLOAT_TARGETS = ("onnx-int8", "openvino-int8")
+KEEP_FLOAT_TARGETS = ("onnx-int8", "openvino-int8", "tflite-int8")
 
 
 def check_keep_float(targets: list[str], keep_float: tuple[str, ...], max_drop: float | None, data) -> None:
@@ -84,7 +84,5 @@ def check_keep_float(targets: list[str], keep_float: tuple[str, ...], max_drop: 
         raise InvalidSpecError("--keep-float takes 'auto' or a list of layer names, not both")
     other = [t for t in targets if t not in KEEP_FLOAT_TARGETS]
     if other:
-        hint = (" TFLite can mix int8 and float kernels, but edgekit does not yet choose such layers for tflite-int8."
-                if "tflite-int8" in other else "")
-        raise InvalidSpecError(f"--keep-float applies to {' and '.join(KEEP_FLOAT_TARGETS)} only, not {', '.join(other)}."
-                               f"{hint} Export those targets on their own with --keep-float")
+        raise InvalidSpecError(f"--keep-float applies to {', '.join(KEEP_FLOAT_TARGETS)} only, not {', '.join(other)}."
+                               " Export those targets on their own with --keep-float")

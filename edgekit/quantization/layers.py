@@ -31,7 +31,7 @@ def nodes_of(modules: list[str] | tuple[str, ...], node_names: list[str]) -> dic
     known = sorted({module_of(name) for name in node_names} - {""})
     found = {}
     for module in modules:
-        nodes = [name for name in node_names if _inside(module_of(name), module)]
+        nodes = [name for name in node_names if inside(module_of(name), module)]
         if not nodes:
             prefixes = sorted({k.rsplit(".", 1)[0] for k in known} | set(known))
             raise InvalidSpecError(f"--keep-float: {module!r} is not a layer of this model's graph."
@@ -56,7 +56,8 @@ def conv_groups(graph) -> dict[str, list[str]]:
     return groups
 
 
-def _inside(module: str, parent: str) -> bool:
+def inside(module: str, parent: str) -> bool:
+    """Whether `module` is `parent` or lies under it."""
     return module == parent or module.startswith(parent + ".")
 
 

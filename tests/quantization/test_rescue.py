@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekit.cli import main
@@ -21,7 +22,7 @@ def test_torch_onnx_scopes_read_back_as_module_names() -> None:
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--target", "tflite-int8", "--keep-float", "features.0.0"], "applies to onnx-int8 and openvino-int8 only"),
+    (["--target", "executorch-int8", "--keep-float", "features.0.0"], "applies to onnx-int8, openvino-int8, tflite-int8 only"),
     (["--target", "onnx-int8", "--keep-float", "auto"], "needs --max-drop"),
     (["--target", "onnx-int8", "--keep-float", "features.0.9"], "Did you mean 'features.0.2'"),
     (["--target", "onnx-int8", "--max-drop", "0.3"], "pass --keep-float auto"),
@@ -47,13 +48,32 @@ def _float_convs_openvino(path: Path) -> list[str]:
             if op.get_type_name() in ("Convolution", "GroupConvolution") and op.input_value(1).get_node().get_type_name() == "Constant"]
 
 
+def _float_convs_tflite(path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [details[op["outputs"][0]]["name"] for op in interpreter._get_ops_details()
+            if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and details[op["inputs"][1]]["dtype"] == np.float32]
+
+
+# Per format, the file's float convolutions, and the name the artifact gives the stem convolution (features.0.0).
+FLOAT_CONVS = {"onnx-int8": (_float_convs_onnx, "/features/features.0/features.0.0/Conv"),
+               "openvino-int8": (_float_convs_openvino, "/features/features.0/features.0.0/Conv/WithoutBiases"),
+               "tflite-int8": (_float_convs_tflite, None)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8"])
+@pytest.mark.parametrize("target", ["onnx-int8", "openvino-int8",
+                                    pytest.param("tflite-int8", marks=pytest.mark.parity)])  # onnx2tf: a minute more
 def test_a_layer_kept_in_float_is_float_in_the_file_and_named_in_the_manifest(exported, target) -> None:
     artifact = exported(MODEL, target, weights="imagenet", keep_float="features.0.0")
-    floats = (_float_convs_onnx if target == "onnx-int8" else _float_convs_openvino)(artifact.file)
-    assert [name.removesuffix("/WithoutBiases") for name in floats] == ["/features/features.0/features.0.0/Conv"]
     manifest = json.loads((artifact.directory / "manifest.json").read_text())
+    float_convs, stem = FLOAT_CONVS[target]
+    expected = stem or manifest["steps"][-1]["info"]["keep_float"]["features.0.0"][0]  # TFLite: onnx2tf's op name
+    floats = float_convs(artifact.file)
+    assert floats == [expected]
     assert "mixed precision, not full-integer: 1 layer(s) kept in float" in manifest["description"]
     assert list(manifest["steps"][-1]["info"]["keep_float"]) == ["features.0.0"]
     assert any("kept in float: features.0.0" in note for note in manifest["notes"])
