@@ -27,16 +27,8 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
     directory = Path(directory)
     manifest = read_manifest(directory)
     check_artifact(directory, manifest, require_signature)
-    recorded = manifest["weights"]
-    weights_file = None
-    if recorded["source"] is not None:
-        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
-        actual = sha256_file(weights_file)
-        if actual != recorded["sha256"]:
-            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
-                               f"weights with sha256 {recorded['sha256']}; refusing to verify against other weights")
     card = manifest_card(manifest)
-    reference = create_model(manifest["model"], weights=weights_file, num_classes=card.num_classes)
+    reference = reference_model(manifest)
     contract = manifest_contract(manifest)
     probes = build_probes(card, contract, data)
     with TorchRunner(reference, contract, threads) as runner:
@@ -46,6 +38,23 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
     artifact = directory / manifest["artifact"]["file"]
     report.steps.append(check("re-verify", runner_for(artifact, contract, threads=threads), reference_logits, probes, tolerance))
     return report
+
+
+def reference_model(manifest: dict):
+    """The PyTorch model an artifact was exported from, rebuilt from its manifest with the same weights.
+
+    Raises:
+        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's.
+    """
+    recorded = manifest["weights"]
+    weights_file = None
+    if recorded["source"] is not None:
+        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
+        actual = sha256_file(weights_file)
+        if actual != recorded["sha256"]:
+            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
+                               f"weights with sha256 {recorded['sha256']}; refusing to compare it with other weights")
+    return create_model(manifest["model"], weights=weights_file, num_classes=manifest_card(manifest).num_classes)
 
 
 def _recorded_tolerance(manifest: dict) -> Tolerance:

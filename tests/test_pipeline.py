@@ -87,7 +87,7 @@ def test_reverify_rebuilds_the_reference_and_refuses_other_weights(tmp_path: Pat
     report = verify(artifact.directory)
     assert report.passed and report.steps[0].metrics.failed_elements == 0
     torch.save(create_model(SMALL, seed=6).state_dict(), weights)
-    with pytest.raises(WeightsError, match="refusing to verify against other weights"):
+    with pytest.raises(WeightsError, match="refusing to compare it with other weights"):
         verify(artifact.directory)
 
 

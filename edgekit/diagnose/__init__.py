@@ -54,6 +54,7 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
     from edgekit.manifest import manifest_card, manifest_contract, read_manifest
     from edgekit.parity import build_probes
     from edgekit.diagnose.layers import Reference, match
+    from edgekit.reverify import reference_model
 
     directory = Path(artifact_dir)
     manifest = read_manifest(directory)
@@ -65,7 +66,7 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
     card, contract = manifest_card(manifest), manifest_contract(manifest)
     module, cls = SUPPORTED[artifact.suffix]
     tap = getattr(importlib.import_module(module), cls)(artifact, contract, threads)
-    reference = Reference(_reference_model(manifest, card))
+    reference = Reference(reference_model(manifest))
     probes = build_probes(card, contract, data, random_probes=0)
     sums, matches, unmatched = Accumulator(), None, []
     for start in range(0, len(probes.reference), CHUNK):
@@ -86,23 +87,6 @@ def _check_supported(target: str, artifact: Path) -> None:
     if artifact.suffix not in SUPPORTED:
         raise InvalidSpecError(f"diagnose cannot read {target} artifacts ({artifact.name}); supported targets: "
                                f"{', '.join(supported_targets())}")
-
-
-def _reference_model(manifest: dict, card):
-    from edgekit.errors import WeightsError
-    from edgekit.manifest import sha256_file
-    from edgekit.models import create_model, get_card
-    from edgekit.models.weights import weights_path
-
-    recorded = manifest["weights"]
-    weights_file = None
-    if recorded["source"] is not None:
-        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
-        actual = sha256_file(weights_file)
-        if actual != recorded["sha256"]:
-            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
-                               f"weights with sha256 {recorded['sha256']}; refusing to compare with other weights")
-    return create_model(manifest["model"], weights=weights_file, num_classes=card.num_classes)
 
 
 def _run(tap, images: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
