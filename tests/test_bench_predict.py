@@ -68,7 +68,9 @@ def test_summary_names_the_fastest_verified_and_the_fastest_within_the_int8_bar(
              "top1_agreement": 0.92},
             {"target": "tflite-int8", "status": "ok", "precision": "int8", "median_ms": 1.5, "top1_agreement": 0.97},
             {"target": "onnx-int8", "status": "parity-failed", "precision": "int8", "median_ms": 0.5,
-             "top1_agreement": 0.4}]
+             "top1_agreement": 0.4},
+            {"target": "openvino-int8", "status": "ok", "precision": "int8", "median_ms": 1.2, "top1_agreement": 1.0,
+             "top1_agreement_all": 0.93, "own_photos": True}]  # decisive-only 100%, but 93% of the user's photos
     line = summary(BenchResult("mobilenet_v2", 2, 100.0, rows=rows))
     assert line.startswith("mobilenet_v2: fastest verified: onnx-int8-dynamic 1.00 ms (12.0x eager, 3.00x tflite-fp32)")
     assert "(the int8 bar): tflite-int8 1.50 ms (8.0x eager, 2.00x tflite-fp32)" in line

@@ -104,6 +104,7 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     row |= {"status": "ok" if manifest["status"] == "verified" else manifest["status"],
             "bytes": _artifact_bytes(manifest), "precision": manifest["precision"],
             "top1_agreement": last.get("top1_agreement"), "decisive_probes": last.get("decisive_probes"),
+            "top1_agreement_all": last.get("top1_agreement_all"), "own_photos": manifest["export"].get("data") is not None,
             "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
     if failure:
         row["reason"] = failure
@@ -183,6 +184,16 @@ def _context_columns(result: BenchResult, macs: int) -> None:
             row["fraction_of_floor"] = floor_ms / row["median_ms"]
 
 
+def agreement(row: dict[str, Any]) -> float | None:
+    """The row's top-1 agreement with PyTorch: over all the user's photos where it has them, else the decisive probes.
+
+    On the user's photos near ties count, as the int8 gate counts them; the bundled probe views are mostly
+    scenes, near ties for an ImageNet classifier, so there only the decisive ones say anything.
+    """
+    overall = row.get("top1_agreement_all")
+    return overall if row.get("own_photos") and overall is not None else row.get("top1_agreement")
+
+
 def summary(result: BenchResult) -> str:
     """One line: the fastest verified artifact and the fastest within the int8 agreement bar, with speed-ups.
 
@@ -193,7 +204,7 @@ def summary(result: BenchResult) -> str:
     bar = TOLERANCES["int8"].min_top1_agreement
     timed = [r for r in result.rows[1:] if r["status"] == "ok" and r.get("median_ms")]
     fp32 = min((r for r in timed if r.get("precision") == "fp32"), key=lambda r: r["median_ms"], default=None)
-    within = [r for r in timed if r.get("top1_agreement") is not None and r["top1_agreement"] >= bar]
+    within = [r for r in timed if agreement(r) is not None and agreement(r) >= bar]
     eager = result.rows[0]["median_ms"]
 
     def describe(row: dict[str, Any] | None) -> str:
@@ -214,7 +225,7 @@ def summary(result: BenchResult) -> str:
 def table(result: BenchResult) -> tuple[list[str], list[list[str]]]:
     """The terminal and markdown table: header and rows."""
     header = ["target", "status", "size MB", "median ms", "p90 ms", "img/s b8", "peak MB", "x eager", "vs sgemm",
-              "top-1", "top-5", "agree", "note"]
+              "top-1", "top-5", "agree (decisive)", "agree (all)", "note"]
     rows = []
     for r in result.rows:
         accuracy = r.get("accuracy") or {}
@@ -227,7 +238,7 @@ def table(result: BenchResult) -> tuple[list[str], list[list[str]]]:
             _fmt(r.get("median_ms"), "{:.2f}"), _fmt(r.get("p90_ms"), "{:.2f}"), _fmt(r.get("throughput_batch8"), "{:.0f}"),
             _fmt(r.get("peak_rss_mb"), "{:.0f}"), _fmt(r.get("speedup_vs_eager"), "{:.1f}"),
             _fmt(r.get("fraction_of_floor"), "{:.0%}"), _fmt(top1, "{:.1%}"), _fmt(top5, "{:.1%}"),
-            _fmt(r.get("top1_agreement"), "{:.1%}"), (r.get("reason") or "")[:60],
+            _fmt(r.get("top1_agreement"), "{:.1%}"), _fmt(r.get("top1_agreement_all"), "{:.1%}"), (r.get("reason") or "")[:60],
         ])
     return header, rows
 
@@ -279,7 +290,7 @@ def _plot(result: BenchResult, path: Path) -> str | None:
         if labelled:
             value = _first_accuracy(result, "reference_top1") if row["status"] == "reference" else (row.get("accuracy") or {}).get("artifact_top1")
         else:
-            value = row.get("top1_agreement")
+            value = agreement(row)
         if "median_ms" in row and value is not None:
             points.append((row["median_ms"], value * 100, row))
     if not points:
