@@ -100,11 +100,13 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     except EdgekitError as exc:
         return row | {"status": "export-failed", "reason": str(exc).splitlines()[0]}
     manifest = read_manifest(directory)
-    last = manifest["parity"]["steps"][-1]["metrics"] if manifest.get("parity") else {}
+    final = manifest["parity"]["steps"][-1] if manifest.get("parity") else {}
+    last = final.get("metrics", {})
+    photos = final.get("by_kind", {}).get("image", last)  # the photos the gate reads, without the random tensors
     row |= {"status": "ok" if manifest["status"] == "verified" else manifest["status"],
             "bytes": _artifact_bytes(manifest), "precision": manifest["precision"],
             "top1_agreement": last.get("top1_agreement"), "decisive_probes": last.get("decisive_probes"),
-            "top1_agreement_all": last.get("top1_agreement_all"), "own_photos": manifest["export"].get("data") is not None,
+            "top1_agreement_all": photos.get("top1_agreement_all"), "own_photos": manifest["export"].get("data") is not None,
             "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
     if failure:
         row["reason"] = failure
