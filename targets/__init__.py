@@ -149,13 +149,16 @@ register_target(Target(
     "onnx-int8", "ONNX static QDQ int8 (uint8 activations, per-channel int8 weights), calibrated; --keep-float to mix",
     (TO_ONNX, SIMPLIFY, Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")),
     requires=ONNX, calibrated=True, notes=(
-        "Speed in ONNX Runtime 1.32 on x86 (AVX-512 VNNI), batch 1, CPU time against the onnx fp32 file: mobilenet_v2 "
-        "1.8x faster (5.38 -> 2.96 ms), effnet_lite0 1.7x, but shufflenet_v2_x1_0 only 1.17x (its channel shuffles, splits and concats "
-        "keep 47 layout Transposes around the int8 convolutions) and effnet_b0 1.03x (SiLU and squeeze-and-excitation "
-        "run as QLinearSigmoid + QLinearMul, about 45% of its int8 time). For int8 speed on x86, use openvino-int8.",
+        "Speed in ONNX Runtime 1.32 on x86 (AVX-512 VNNI), batch 1, against the onnx fp32 file. One thread (CPU time, "
+        "scripts/cpu_time.py): mobilenet_v2 1.8x faster, effnet_lite0 1.7x, shufflenet_v2_x1_0 1.17x, effnet_b0 1.03x. "
+        "Two threads (edgekit bench, wall time, one run): mobilenet_v2 1.45x, shufflenet_v2_x1_0 1.11x, effnet_b0 0.80x "
+        "(slower). ShuffleNet's channel shuffles, splits and concats keep 47 layout Transposes around the int8 "
+        "convolutions; EfficientNet's SiLU and squeeze-and-excitation run as QLinearSigmoid + QLinearMul, about 45% of "
+        "its int8 time. For int8 speed on x86, use openvino-int8.",
     ),
-    caveat="faster than onnx on x86 for mobilenet_v2 (1.8x) and effnet_lite0 (1.7x), not for shufflenet_v2_x1_0 "
-           "(1.17x) or effnet_b0 (1.03x); openvino-int8 is the fast x86 int8",
+    caveat="on x86, faster than onnx for mobilenet_v2 (1.45x at 2 threads, 1.8x at 1) and effnet_lite0 (1.7x at 1), "
+           "hardly for shufflenet_v2_x1_0 (1.11x), slower for effnet_b0 at 2 threads (0.80x); openvino-int8 is the fast "
+           "x86 int8",
 ))
 register_target(Target(
     "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript, for size: only nn.Linear is int8; 0.74x "
