@@ -113,7 +113,7 @@ def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekit.quantization.layers import nodes_of
+    from edgekit.quantization.layers import mixed_precision_notes, nodes_of
 
     prepared = out.with_suffix(".prep.onnx")
     quant_pre_process(str(onnx_file), str(prepared), skip_symbolic_shape=True)
@@ -137,7 +137,7 @@ def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
     for scratch in (prepared, ranges, out.with_suffix(".candidate.onnx")):
         scratch.unlink(missing_ok=True)
     info |= {"keep_float": {module: nodes for module, nodes in kept.items()}, "metadata_props": embed_metadata(out, spec)}
-    notes = [f"Mixed precision, not full-integer: {len(kept)} PyTorch module(s) kept in float: {', '.join(kept)}"] if kept else []
+    notes = mixed_precision_notes(kept)
     return {"info": info, "notes": notes}
 
 

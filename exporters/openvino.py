@@ -46,7 +46,7 @@ def quantize_nncf(xml_file: Path, spec, out: Path) -> dict:
     import nncf
     import openvino as ov
 
-    from edgekit.quantization.layers import module_of, nodes_of
+    from edgekit.quantization.layers import mixed_precision_notes, module_of, nodes_of
 
     model = ov.Core().read_model(str(xml_file))
     data = np.load(spec.calibration_file)
@@ -72,9 +72,7 @@ def quantize_nncf(xml_file: Path, spec, out: Path) -> dict:
                            and op.input_value(1).get_node().get_type_name() == "Constant"} - {""})
     info["keep_float"] = {module: [] for module in float_layers}
     report = _save(quantized, out, "f32", info)
-    if float_layers:
-        report["notes"] = [f"Mixed precision, not full-integer: {len(float_layers)} PyTorch module(s) kept in float: "
-                           f"{', '.join(float_layers)}"]
+    report["notes"] = mixed_precision_notes(float_layers)
     return report
 
 

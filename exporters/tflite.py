@@ -174,6 +174,8 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     """
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
 
+    from edgekit.quantization.layers import mixed_precision_notes
+
     tf, converter = _converter(saved_model)
     card = export_card(spec)
     data = to_pixels(np.load(spec.calibration_file).transpose(0, 2, 3, 1), card.mean, card.std)
@@ -201,8 +203,7 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     notes = pixel_grid_notes(io)
     if rescue is not None:
         info["rescue"] = rescue.to_dict()
-    if kept:
-        notes.append(f"Mixed precision, not full-integer: {len(kept)} PyTorch module(s) kept in float: {', '.join(kept)}")
+    notes += mixed_precision_notes(kept)
     return {"contract": {**PIXEL_INPUT, **io}, "notes": notes, "info": info}
 
 

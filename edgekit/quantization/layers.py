@@ -70,3 +70,10 @@ def check_module_names(card, names: tuple[str, ...]) -> None:
         if name not in known:
             raise InvalidSpecError(f"--keep-float: {name!r} is not a module of {card.name}.{did_you_mean(name, known)} "
                                    "Names are PyTorch module names, as 'edgekit diagnose' prints them")
+
+
+def mixed_precision_notes(kept) -> list[str]:
+    """The manifest note of an int8 artifact with layers left in float (none when `kept` is empty)."""
+    if not kept:
+        return []
+    return [f"Mixed precision, not full-integer: {len(kept)} PyTorch module(s) kept in float: {', '.join(kept)}"]

@@ -20,7 +20,9 @@ SCRIPTS = Path(__file__).parent / "scripts"
 TARGETS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"]
 MEDIAPIPE_TARGETS = ["tflite-fp32", "tflite-fp16", "tflite-int8"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clients")]
+# The artifacts are the ones tests/exporters/test_targets.py exports (same model, weights and options), made
+# once per worker by the session fixture `exported`: the group keeps them on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mobilenet_v2")]
 
 
 def absent(module: str) -> bool:
@@ -33,21 +35,20 @@ def need(module: str, package: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict:
-    """The four artifacts; without mediapipe (it writes the TFLite metadata) only the onnx one."""
-    import edgekit
-    from edgekit.errors import ExportFailures, ParityError
+def artifacts(exported) -> dict:
+    """The four artifacts (uint8 io for tflite-int8, the default); without mediapipe (it writes the TFLite metadata)
+    only the onnx one."""
+    from edgekit.errors import ParityError
 
-    targets = ["onnx"] if absent("mediapipe") else TARGETS
-    try:
-        return edgekit.export("mobilenet_v2", targets, weights="imagenet", out=tmp_path_factory.mktemp("clients"),
-                              io_dtype="uint8", progress=False)
-    except ExportFailures as failures:
-        # Parity with PyTorch is tests/exporters' to judge; these tests ask whether each client agrees
-        # with edgekit on the same file, which a parity-failed artifact (kept whole) can still answer.
-        if not all(isinstance(error, ParityError) for error in failures.errors.values()):
-            raise
-        return failures.artifacts | {name: error.artifact for name, error in failures.errors.items()}
+    found = {}
+    for target in ["onnx"] if absent("mediapipe") else TARGETS:
+        try:
+            found[target] = exported("mobilenet_v2", target, weights="imagenet")
+        except ParityError as error:
+            # Parity with PyTorch is tests/exporters' to judge; these tests ask whether each client agrees
+            # with edgekit on the same file, which a parity-failed artifact (kept whole) can still answer.
+            found[target] = error.artifact
+    return found
 
 
 @pytest.fixture

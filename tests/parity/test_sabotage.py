@@ -123,13 +123,17 @@ def test_int8_calibrated_on_noise_is_rejected(exported, onnx_artifact, tmp_path:
 
 def test_int8_that_loses_agreement_on_real_photos_is_rejected(exported, onnx_artifact, imagenet_sample: Path,
                                                               tmp_path: Path) -> None:
-    """Plain MinMax on the bundled photos agrees with fp32 on 93.2% of these 250 ImageNet photos and on 98.9% of
-    the decisive ones: only the figure over all photos rejects it. The right export beside it verifies."""
+    """Plain MinMax on the bundled photos agrees with fp32 on about 93% of the 500 ImageNet photos and on about 99%
+    of the decisive ones: only the figure over all photos rejects it. The right export beside it verifies (96.2%).
+
+    All 500, not a half: on the odd half the right artifact agrees on 94.8% and the wrong one on 94.0%, on the
+    even half 97.6% and 92.4% (ONNX Runtime against the fp32 ONNX): 250 photos cannot separate them reliably.
+    """
     from edgekit.calibration import load_calibration
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for photo in sorted(imagenet_sample.iterdir())[1::2]:  # 250 photos, linked, never copied
+    for photo in sorted(imagenet_sample.iterdir()):  # 500 photos, linked, never copied
         (photos / photo.name).symlink_to(photo)
     right = exported(MODEL, "onnx-int8", weights="imagenet", data=str(photos))
     assert right.status == "verified"
@@ -138,7 +142,7 @@ def test_int8_that_loses_agreement_on_real_photos_is_rejected(exported, onnx_art
     report = verdict(wrong, contract, "int8", photos)
     assert not report.passed
     assert report.by_kind["image"].top1_agreement >= TOLERANCES["int8"].min_top1_agreement  # decisive alone passes
-    assert any("over all 250 photo probes" in f for f in report.failures)
+    assert any("over all 500 photo probes" in f for f in report.failures)
 
 
 class _Samples:
