@@ -158,13 +158,10 @@ def _quantize_qdq(model: Path, out: Path, data: np.ndarray, batch: int, exclude:
 
 def _rescue(onnx_file: Path, spec, graph, quantize, out: Path):
     """`--keep-float auto`: searches, on the images of `spec.data`, the fewest convolutions to keep in float."""
-    from edgekit.images import find_images, load_batch
     from edgekit.quantization import rescue
     from edgekit.quantization.layers import conv_groups
 
-    images = find_images(spec.data, spec.card)
-    inputs = load_batch([image.path for image in images], spec.card)
-    labels = np.array([image.label for image in images]) if all(i.label is not None for i in images) else None
+    inputs, labels = rescue.user_images(spec)
     score = rescue.scorer(_logits(onnx_file, inputs, spec.batch), labels)
     groups = conv_groups(graph)
     candidate = out.with_suffix(".candidate.onnx")
@@ -173,13 +170,8 @@ def _rescue(onnx_file: Path, spec, graph, quantize, out: Path):
         quantize([name for module in kept for name in groups[module]], candidate)
         return score(_logits(candidate, inputs, spec.batch))
 
-    what = "top-1 points lost" if labels is not None else "points of top-1 disagreement (the images have no labels)"
-    print(f"keep-float search on {len(images)} images of {spec.data}, budget {spec.max_drop:g} {what}", flush=True)
-    result = rescue.search(list(groups), measure, spec.max_drop, say=lambda line: print(line, flush=True))
-    if not result.met:
-        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(groups)} convolutions in float the drop is "
-                           f"{result.score.drop:.2f} points on {len(images)} images; the loss is not in the "
-                           "convolutions' int8 (raise --max-drop, or export onnx fp32)")
+    result = rescue.run(list(groups), measure, spec, len(inputs), labels is not None, "convolutions",
+                        "; the loss is not in the convolutions' int8 (raise --max-drop, or export onnx fp32)")
     return result, groups
 
 

@@ -80,13 +80,12 @@ def _validation_set(model, spec) -> tuple[list[np.ndarray], list[int]]:
     """The images of `spec.data`, one per batch, with their labels, or the float model's top-1 where unlabelled."""
     import openvino as ov
 
-    from edgekit.images import find_images, load_batch
+    from edgekit.quantization.rescue import user_images
 
-    found = find_images(spec.data, spec.card)
-    inputs = load_batch([image.path for image in found], spec.card)
+    inputs, labels = user_images(spec)
     images = [inputs[i:i + 1].repeat(spec.batch, 0) for i in range(len(inputs))]
-    if all(image.label is not None for image in found):
-        return images, [image.label for image in found]
+    if labels is not None:
+        return images, [int(label) for label in labels]
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return images, [int(compiled(image)[0][0].argmax()) for image in images]
 

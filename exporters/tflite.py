@@ -252,13 +252,11 @@ def _rescue(calibrated: bytes, layers: list[tuple[str, str]], spec):
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
 
-    from edgekit.images import find_images, load_batch
     from edgekit.quantization import rescue
 
     card = export_card(spec)
-    images = find_images(spec.data, spec.card)
-    pixels = to_pixels(load_batch([i.path for i in images], spec.card).transpose(0, 2, 3, 1), card.mean, card.std)
-    labels = np.array([i.label for i in images]) if all(i.label is not None for i in images) else None
+    inputs, labels = rescue.user_images(spec)
+    pixels = to_pixels(inputs.transpose(0, 2, 3, 1), card.mean, card.std)
     score = rescue.scorer(_tflite_logits(calibrated, pixels), labels)
     groups: dict[str, list[str]] = {}
     for module, tensor in layers:
@@ -269,11 +267,7 @@ def _rescue(calibrated: bytes, layers: list[tuple[str, str]], spec):
                               denylisted_nodes=[t for module in kept for t in groups[module]] or None)
         return score(_tflite_logits(model, pixels))
 
-    print(f"keep-float search on {len(images)} images of {spec.data}, budget {spec.max_drop:g} points", flush=True)
-    result = rescue.search(list(groups), measure, spec.max_drop, say=lambda line: print(line, flush=True))
-    if not result.met:
-        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(groups)} layers in float the drop is "
-                           f"{result.score.drop:.2f} points on {len(images)} images")
+    result = rescue.run(list(groups), measure, spec, len(pixels), labels is not None)
     return {module: groups[module] for module in result.kept}, result
 
 

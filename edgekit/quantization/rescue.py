@@ -84,3 +84,24 @@ def search(layers: list[str], measure: Callable[[list[str]], Score], budget: flo
         if rescue.met:
             break
     return rescue
+
+
+def user_images(spec) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images of `spec.data`, preprocessed by the card (NCHW), and their labels (None unless all have one)."""
+    from edgekit.images import find_images, load_batch
+
+    images = find_images(spec.data, spec.card)
+    labels = np.array([image.label for image in images]) if all(i.label is not None for i in images) else None
+    return load_batch([image.path for image in images], spec.card), labels
+
+
+def run(layers: list[str], measure: Callable[[list[str]], Score], spec, images: int, labelled: bool,
+        what: str = "layers", hint: str = "") -> Rescue:
+    """`search` within `spec.max_drop`, announced in the step's log; raises RuntimeError when no set of layers meets it."""
+    measured = "top-1 points lost" if labelled else "points of top-1 disagreement (the images have no labels)"
+    print(f"keep-float search on {images} images of {spec.data}, budget {spec.max_drop:g} {measured}", flush=True)
+    result = search(layers, measure, spec.max_drop, say=lambda line: print(line, flush=True))
+    if not result.met:
+        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(layers)} {what} in float the drop is "
+                           f"{result.score.drop:.2f} points on {images} images{hint}")
+    return result
