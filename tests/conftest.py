@@ -62,7 +62,9 @@ def exported(tmp_path_factory, request):
     The first request for a model exports, in one multi-target run that shares its steps, every target
     that the collected items of the same test function will ask of that model with those options
     (parameters `model`, default mobilenet_v2, and `target`), so the suite pays for one ONNX export
-    and one onnx2tf pass per model instead of one per target.
+    and one onnx2tf pass per model instead of one per target. `share_with="test_function_name"` names
+    another parametrized test (same worker, same options) whose targets to export together with this one,
+    `together=(...)` more targets.
     """
     from edgekit import export
     from edgekit.errors import ExportFailures
@@ -71,16 +73,17 @@ def exported(tmp_path_factory, request):
     def key_of(model, target, options):
         return (model, target, tuple(sorted(options.items())))
 
-    def siblings(model: str, target: str) -> list[str]:
+    def siblings(model: str, target: str, share_with: str | None) -> list[str]:
         items = request.session.items
         running = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
         current = next((i for i in items if i.nodeid == running), None)
         names = [target]
-        if current is None or not hasattr(current, "callspec"):
+        function = share_with or (current.originalname if current is not None and hasattr(current, "callspec") else None)
+        if function is None:
             return names
         for item in items:
             params = getattr(item, "callspec", None)
-            if params is None or item.originalname != current.originalname:
+            if params is None or item.originalname != function:
                 continue
             if params.params.get("model", "mobilenet_v2") == model and "target" in params.params:
                 name = params.params["target"]
@@ -88,10 +91,12 @@ def exported(tmp_path_factory, request):
                     names.append(name)
         return names
 
-    def get(model: str, target: str, **options):
+    def get(model: str, target: str, share_with: str | None = None, together: tuple[str, ...] = (), **options):
         key = key_of(model, target, options)
         if key not in _EXPORTS:
-            todo = [t for t in siblings(model, target) if key_of(model, t, options) not in _EXPORTS]
+            extra = [t for t in together if get_target(t).unavailable_reason() is None]
+            wanted = dict.fromkeys([*siblings(model, target, share_with), *extra])
+            todo = [t for t in wanted if key_of(model, t, options) not in _EXPORTS]
             out = tmp_path_factory.mktemp(f"{model}-{target}")
             if len(todo) == 1:
                 try:

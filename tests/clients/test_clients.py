@@ -19,6 +19,8 @@ import pytest
 SCRIPTS = Path(__file__).parent / "scripts"
 TARGETS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"]
 MEDIAPIPE_TARGETS = ["tflite-fp32", "tflite-fp16", "tflite-int8"]
+# Whichever of these tests and test_targets' runs first on the worker exports all their targets in one run.
+SHARED_EXPORT = "test_every_target_verifies_mobilenet_v2"
 
 # The artifacts are the ones tests/exporters/test_targets.py exports (same model, weights and options), made
 # once per worker by the session fixture `exported`: the group keeps them on one worker.
@@ -43,7 +45,8 @@ def artifacts(exported) -> dict:
     found = {}
     for target in ["onnx"] if absent("mediapipe") else TARGETS:
         try:
-            found[target] = exported("mobilenet_v2", target, weights="imagenet")
+            found[target] = exported("mobilenet_v2", target, weights="imagenet", share_with=SHARED_EXPORT,
+                                     together=tuple(TARGETS))
         except ParityError as error:
             # Parity with PyTorch is tests/exporters' to judge; these tests ask whether each client agrees
             # with edgekit on the same file, which a parity-failed artifact (kept whole) can still answer.
