@@ -193,7 +193,7 @@ register_target(Target(
     "tflite-int8", "TFLite full-integer int8: int8 weights and activations, calibrated; int8, uint8 (MediaPipe) "
     "or float32 input and output (--io-dtype)",
     (TO_ONNX, SIMPLIFY, TO_TFLITE,
-     Step("tflite fp32 -> full int8", "tflite:convert_full_int8", "model_full_integer_quant.tflite", "int8",
+     Step("tflite fp32 -> full int8", "tflite_int8:convert_full_int8", "model_full_integer_quant.tflite", "int8",
           input="saved_model")),
     requires=TFLITE, calibrated=True, supports_dynamic_batch=False,
 ))
