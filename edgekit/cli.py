@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--target", required=True,
                         help="a target, a comma-separated list, 'all', a glob such as 'tflite-*', or a family such as "
                              "'tflite'; shared steps run once (see 'edgekit targets')")
-    export.add_argument("--weights", default=None, help="'imagenet' (offline) or a checkpoint path; default: seeded random init")
+    export.add_argument("--weights", default=None, help="'imagenet' (offline), a checkpoint path, or 'verification' "
+                        "(edgekit's verification-only init, effnet_lite3-4); default: seeded random init, "
+                        "or the verification init when an int8 target needs one")
     export.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     export.add_argument("--num-classes", type=int, default=None, help="classifier size; replaces a checkpoint head of another size")
     export.add_argument("--calib", default=None, help="calibration images (folder) or preprocessed array (.npy)")
@@ -308,7 +310,7 @@ def _clip(text: str, width: int) -> str:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from edgekit.models import get_card, list_models
+    from edgekit.models import get_card, list_models, verification
     from edgekit.models.weights import offline_status
 
     rows = []
@@ -323,12 +325,14 @@ def _models(args: argparse.Namespace) -> int:
             "params_m": round(card.params / 1e6, 2),
             "gmacs": round(card.macs / 1e9, 3),
             "imagenet_weights": offline_status(card),
+            "verification_init": verification.SOURCES.get(name),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "family", "input", "params", "GMACs", "offline imagenet weights")
-    table = [(r["name"], r["family"], str(r["input_size"]), f"{r['params_m']:.2f}M", f"{r['gmacs']:.3f}", r["imagenet_weights"]) for r in rows]
+    header = ("name", "family", "input", "params", "GMACs", "offline imagenet weights", "verification init")
+    table = [(r["name"], r["family"], str(r["input_size"]), f"{r['params_m']:.2f}M", f"{r['gmacs']:.3f}", r["imagenet_weights"],
+              f"from {r['verification_init']}" if r["verification_init"] else "-") for r in rows]
     print(_table(header, table))
     return 0
 

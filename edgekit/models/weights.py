@@ -12,6 +12,7 @@ from torch import nn
 from edgekit.errors import WeightsError
 from edgekit.manifest import sha256_file
 from edgekit.card import ModelCard
+from edgekit.models import verification
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 # The key under which `edgekit train` stores what the checkpoint is: model, class names, input size, recipe.
@@ -34,15 +35,22 @@ def offline_status(card: ModelCard) -> str:
 
 
 def weights_path(card: ModelCard, weights: str | Path) -> Path:
-    """The checkpoint file for `weights`: a path, or "imagenet" resolved offline and checked by sha256.
+    """The checkpoint file for `weights`: a path, "imagenet" resolved offline and checked by sha256, or
+    "verification", edgekit's verification-only init (`edgekit.models.verification`), built once and cached.
 
     Raises:
         WeightsError: no offline source, package not installed, file missing or altered.
     """
+    if str(weights) == verification.KEYWORD:
+        if not verification.supported(card):
+            raise WeightsError(f"edgekit has no verification init for {card.name}; it exists for "
+                               f"{', '.join(verification.SOURCES)}. Pass a checkpoint file or 'imagenet'.")
+        return verification.verification_weights(card)
     if str(weights) != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"weights file {str(path)!r} does not exist. Pass a checkpoint file or 'imagenet'.")
+            raise WeightsError(f"weights file {str(path)!r} does not exist. Pass a checkpoint file, 'imagenet' or "
+                               f"'{verification.KEYWORD}'.")
         return path.resolve()  # absolute: converter steps run in their own working folder
     source = card.offline_weights
     if source is None:
@@ -78,7 +86,7 @@ def _load(path: str | Path):
 
 def checkpoint_metadata(path: str | Path | None) -> dict | None:
     """What a checkpoint written by `edgekit train` says about itself (model, classes, input size), or None."""
-    if path is None or str(path) == "imagenet":
+    if path is None or str(path) in ("imagenet", verification.KEYWORD):
         return None
     obj = _load(path)
     metadata = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None

@@ -23,6 +23,7 @@ from edgekit.contract import Contract
 from edgekit.errors import EdgekitError, ExportFailures, InvalidSpecError, MissingBackendError, ParityError
 from edgekit.manifest import now, sha256_file, tool_versions
 from edgekit.models import create_model, get_card, model_card
+from edgekit.models import verification
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, StepReport, build_probes
 from edgekit.parity.probes import probe_notes
@@ -79,8 +80,10 @@ def export(
             "all", a glob such as "tflite-*", or a family word such as "tflite" (returns a dict of
             Artifacts by target). Targets chosen by "all", a glob or a family word that cannot run
             here are skipped with their reason; targets named one by one must run.
-        weights: None (random init), "imagenet" (offline) or a checkpoint path. A checkpoint written by
-            `edgekit train` also gives the class count and names.
+        weights: None (random init), "imagenet" (offline), "verification" (edgekit's verification-only init,
+            `edgekit.models.verification`) or a checkpoint path. A checkpoint written by `edgekit train` also
+            gives the class count and names. None with an int8 target, for a model that has no offline weights
+            but a verification init, means "verification": a random init cannot judge int8.
         calib: calibration images (folder) or preprocessed array (.npy); default: bundled photos.
         data: probe images (folder; labels from synsets in names or an ImageFolder layout).
         io_dtype: input/output tensor type of `tflite-int8`: "int8", "uint8" (MediaPipe) or "float32".
@@ -103,6 +106,13 @@ def export(
     names, by_pattern = resolve_targets(target)
     single = isinstance(target, str) and names == [target]
     targets = [get_target(name) for name in names]
+    init_note = None
+    if weights is None and _needs_verification_init(get_card(model), targets):
+        weights = verification.KEYWORD
+        init_note = (f"{get_card(model).name} has no offline weights and its random init cannot judge int8 (near-tie "
+                     f"logits), so this export uses edgekit's verification init ({verification.SOURCES[get_card(model).name]}'s "
+                     "trained weights transplanted, BatchNorm re-estimated on the bundled photos; not a trained model). "
+                     "Pass --weights CKPT to export your own.")
     weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)
     _check_options(targets, batch, dynamic_batch, io_dtype, calib, calib_size)
@@ -126,6 +136,8 @@ def export(
                       workspace_mb, None if timing_cache is None else str(timing_cache), max_batch, opt_batch,
                       keep_float=keep_float, max_drop=max_drop)
     progress_out = Progress(progress, 0)
+    if init_note:
+        progress_out.say(f"note: {init_note}")
     for name, reason in skipped.items():
         progress_out.say(f"skipping {name}: {reason}")
     artifacts: dict[str, Artifact] = {}
@@ -145,6 +157,12 @@ def export(
         raise ExportFailures(f"{len(errors)} of {len(names) - len(skipped)} targets failed: {failed}; "
                              f"the {len(artifacts)} others are in {out}", artifacts, errors)
     return artifacts
+
+
+def _needs_verification_init(card: ModelCard, targets: list[Target]) -> bool:
+    """No weights were given, none exist offline, and an int8 target needs decisive logits to be judged."""
+    return (card.offline_weights is None and verification.supported(card)
+            and any(t.precision in ("int8", "int8-dynamic") for t in targets))
 
 
 def _available(targets: list[Target], by_pattern: bool) -> tuple[list[str], dict[str, str], dict[str, EdgekitError]]:
@@ -445,7 +463,8 @@ def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: E
         "card": card.to_dict(),
         "contract": contract.to_dict(),
         "weights": {"source": spec.weights,
-                    "sha256": None if spec.weights_file is None else sha256_file(spec.weights_file)},
+                    "sha256": None if spec.weights_file is None else sha256_file(spec.weights_file),
+                    **({"init": verification.describe(card)} if spec.weights == verification.KEYWORD else {})},
         "calibration": None if calibration is None or not target.calibrated else calibration.to_dict(),
         "export": {"batch": spec.batch, "dynamic_batch": spec.dynamic_batch, "input_size": card.input_size,
                    "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None,

@@ -8,14 +8,19 @@ from edgekit.targets import get_target, list_targets
 # Models with no offline ImageNet weights whose seeded random init leaves (almost) no decisive
 # probe: the reference top-1 leads by under 5% of the logit range, so int8 agreement cannot be
 # decided and edgekit refuses to call such an artifact verified. Found by `make parity` on
-# 2026-11-22 (0 decisive probes for shufflenet_v2_x1_5 and x2_0; EfficientNet B0-B3, Lite3-4 likewise).
-UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "effnet_lite3", "effnet_lite4",
-               "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
+# 2026-11-22 (0 decisive probes for shufflenet_v2_x1_5 and x2_0; EfficientNet B0-B3 likewise). Lite3-4
+# were here too until their int8 targets were judged on edgekit's verification init
+# (`edgekit.models.verification`, transplanted from the trained Lite2). For B0-B3 the same transplant
+# was measured and not shipped (README "The verification init"); no trained ShuffleNetV2 exists offline.
+UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 UNDECIDABLE_REASON = (
-    "no offline ImageNet weights, and this model's seeded random logits are near ties (the top-1 leads by under 5% "
-    "of the logit range on almost every probe), so int8 top-1 agreement cannot be decided; edgekit refuses to call "
-    "it verified (tests/exporters/test_families.py checks that refusal). Export with --weights to verify. The int8 "
-    "paths are verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights) and ShuffleNetV2 x0.5/x1.0.")
+    "no offline ImageNet weights and no verification init, and this model's seeded random logits are near ties (the "
+    "top-1 leads by under 5% of the logit range on almost every probe), so int8 top-1 agreement cannot be decided; "
+    "edgekit refuses to call it verified (tests/exporters/test_families.py checks that refusal). Export with --weights "
+    "to verify. A verification init transplanted from EfficientNet-Lite0-2 was measured for B0-B3 and not shipped: "
+    "decisive, but its int8 verdicts were about the init (README, 'The verification init'). The int8 paths are "
+    "verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), Lite3-4 (verification init) and "
+    "ShuffleNetV2 x0.5/x1.0.")
 
 
 def _unsupported() -> dict[tuple[str, str], str]:
@@ -25,5 +30,14 @@ def _unsupported() -> dict[tuple[str, str], str]:
 
 
 UNSUPPORTED = _unsupported()
+# Pairs that are tested and fail parity, each with the figure measured (`make parity`, date). They run in the
+# matrix as strict expected failures: a pass is news, and the pair moves to the verified ones.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    # On the verification init, 2026-12-02. A trained Lite3-4 may quantize better or worse; Lite0-2 (trained) pass.
+    ("effnet_lite3", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 87.0% of 46 decisive probes (bar 90%)",
+    ("effnet_lite4", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 87.0% of 46 decisive probes (bar 90%)",
+    ("effnet_lite4", "executorch-int8"): "pt2e int8 (XNNPACKQuantizer): top-1 agreement 93.5% of 46 decisive probes",
+    ("effnet_lite4", "tflite-int8"): "tflite fp32 -> full int8: top-1 agreement 93.5% of 46 decisive probes",
+}
 ALL_PAIRS = [(model, target) for model in list_models() for target in list_targets()]
 MATRIX = [pair for pair in ALL_PAIRS if pair not in UNSUPPORTED]

@@ -1,0 +1,74 @@
+"""The verification init (`weights="verification"`): a real-photo classifier far from chance whose int8 verdicts
+mean something (a right artifact verifies, a wrong one is rejected), rebuilt bit for bit, only where it exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.contract import Contract
+from edgekit.errors import WeightsError
+from edgekit.images import find_images, load_batch
+from edgekit.models import create_model, get_card
+from edgekit.models.verification import build, verification_weights
+from edgekit.models.weights import weights_path
+from edgekit.parity import TOLERANCES, build_probes, check
+from edgekit.parity.metrics import DECISIVE_MARGIN
+from edgekit.runners import runner_for
+from edgekit.runners.torch_runner import TorchRunner
+from tests.parity.test_sabotage import minmax_int8
+
+MODEL = "effnet_lite3"
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(MODEL)]
+
+
+def test_lite3_verification_init_classifies_real_photos_decisively(imagenet_sample) -> None:
+    """Random init: chance top-1 and no decisive photo. The init: about 54% top-1, most photos decisive."""
+    card = get_card(MODEL)
+    model = create_model(MODEL, weights="verification")
+    images = find_images(imagenet_sample, card)[::4]
+    batch = torch.from_numpy(load_batch([i.path for i in images], card))
+    with torch.no_grad():
+        logits = torch.cat([model(batch[i:i + 25]) for i in range(0, len(batch), 25)]).numpy()
+    ordered = np.sort(logits, axis=1)
+    decisive = ordered[:, -1] - ordered[:, -2] >= DECISIVE_MARGIN * (ordered[:, -1] - ordered[:, 0])
+    assert np.mean(logits.argmax(1) == np.array([i.label for i in images])) > 0.4
+    assert decisive.mean() > 0.6
+
+
+def test_int8_without_weights_is_judged_on_the_verification_init(exported, tmp_path: Path) -> None:
+    """`edgekit export effnet_lite3 --target onnx-int8`, no weights: before, "only 0 probes are decisive". Now the
+    right artifact verifies on decisive probes, and plain MinMax calibrated on noise, checked the same way, fails."""
+    artifact = exported(MODEL, "onnx-int8", together=("onnx",))
+    assert artifact.status == "verified"
+    assert artifact.manifest["weights"]["source"] == "verification"
+    assert artifact.manifest["weights"]["init"]["source_model"] == "effnet_lite2"
+    assert artifact.report.steps[-1].metrics.decisive_probes >= 20
+    fp32 = exported(MODEL, "onnx")
+    card, contract = get_card(MODEL), Contract.from_dict(fp32.manifest["contract"])
+    noise = np.random.default_rng(0).standard_normal((40, 3, card.input_size, card.input_size), dtype=np.float32)
+    wrong = minmax_int8(fp32.file, noise, tmp_path / "noise.onnx")
+    probes = build_probes(card, contract, None)
+    with TorchRunner(create_model(MODEL, weights="verification"), Contract.from_card(card)) as runner:
+        reference = runner.infer(probes.reference)
+    report = check("noise-calibrated", runner_for(wrong, contract), reference, probes, TOLERANCES["int8"])
+    assert not report.passed
+    assert report.by_kind["image"].top1_agreement < 0.9
+
+
+def test_models_without_a_verification_init_say_so() -> None:
+    with pytest.raises(WeightsError, match="no verification init for effnet_b0"):
+        weights_path(get_card("effnet_b0"), "verification")
+
+
+@pytest.mark.parity
+def test_verification_init_rebuilds_bit_for_bit() -> None:
+    """`edgekit verify` rebuilds the reference from the manifest: the cached file must be what a build gives."""
+    card = get_card(MODEL)
+    cached = torch.load(verification_weights(card), weights_only=True)
+    rebuilt = build(card)
+    assert cached.keys() == rebuilt.keys()
+    assert all(torch.equal(cached[k], rebuilt[k]) for k in cached)
