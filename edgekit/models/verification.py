@@ -68,7 +68,7 @@ def cache_path(card: ModelCard) -> Path:
 
 
 def verification_weights(card: ModelCard) -> Path:
-    """The cached checkpoint of `card`'s verification init, built (about 10-60 s) on first use."""
+    """The cached checkpoint of `card`'s verification init, built on first use (lite3: about 70 s on one thread)."""
     path = cache_path(card)
     if not path.is_file():
         state = build(card)
