@@ -86,17 +86,16 @@ def exported(tmp_path_factory, request):
             if params is None or item.originalname != function:
                 continue
             if params.params.get("model", "mobilenet_v2") == model and "target" in params.params:
-                name = params.params["target"]
-                if name not in names and get_target(name).unavailable_reason() is None:
-                    names.append(name)
+                if params.params["target"] not in names:
+                    names.append(params.params["target"])
         return names
 
     def get(model: str, target: str, share_with: str | None = None, together: tuple[str, ...] = (), **options):
         key = key_of(model, target, options)
         if key not in _EXPORTS:
-            extra = [t for t in together if get_target(t).unavailable_reason() is None]
-            wanted = dict.fromkeys([*siblings(model, target, share_with), *extra])
-            todo = [t for t in wanted if key_of(model, t, options) not in _EXPORTS]
+            wanted = dict.fromkeys([*siblings(model, target, share_with), *together])
+            todo = [t for t in wanted if key_of(model, t, options) not in _EXPORTS
+                    and (t == target or get_target(t).unavailable_reason() is None)]
             out = tmp_path_factory.mktemp(f"{model}-{target}")
             if len(todo) == 1:
                 try:

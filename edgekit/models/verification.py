@@ -43,7 +43,7 @@ NEW_BLOCK_GAIN = 0.2
 
 
 def supported(card: ModelCard) -> bool:
-    """Whether a verification init exists for this model (and its class count)."""
+    """Whether a verification init exists for this model."""
     return card.name in SOURCES
 
 

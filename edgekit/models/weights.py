@@ -86,7 +86,7 @@ def _load(path: str | Path):
 
 def checkpoint_metadata(path: str | Path | None) -> dict | None:
     """What a checkpoint written by `edgekit train` says about itself (model, classes, input size), or None."""
-    if path is None or str(path) in ("imagenet", verification.KEYWORD):
+    if path is None or str(path) == "imagenet":
         return None
     obj = _load(path)
     metadata = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None

@@ -106,14 +106,15 @@ def export(
     names, by_pattern = resolve_targets(target)
     single = isinstance(target, str) and names == [target]
     targets = [get_target(name) for name in names]
+    base = get_card(model)
     init_note = None
-    if weights is None and _needs_verification_init(get_card(model), targets):
+    if weights is None and _needs_verification_init(base, targets):
         weights = verification.KEYWORD
-        init_note = (f"{get_card(model).name} has no offline weights and its random init cannot judge int8 (near-tie "
-                     f"logits), so this export uses edgekit's verification init ({verification.SOURCES[get_card(model).name]}'s "
-                     "trained weights transplanted, BatchNorm re-estimated on the bundled photos; not a trained model). "
+        init_note = (f"{base.name} has no offline weights and its random init cannot judge int8 (near-tie logits), so "
+                     f"this export uses edgekit's verification init ({verification.SOURCES[base.name]}'s trained weights "
+                     "transplanted, BatchNorm re-estimated on the bundled photos; not a trained model). "
                      "Pass --weights CKPT to export your own.")
-    weights_file = str(weights_path(get_card(model), weights)) if weights is not None else None
+    weights_file = str(weights_path(base, weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)
     _check_options(targets, batch, dynamic_batch, io_dtype, calib, calib_size)
     keep_float = tuple(n.strip() for n in (keep_float.split(",") if isinstance(keep_float, str) else keep_float) if n.strip())
