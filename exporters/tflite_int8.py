@@ -43,6 +43,7 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     """
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
 
+    from edgekit.quantization.bias_correction import correct_tflite_biases, tflite_input_means
     from edgekit.quantization.layers import mixed_precision_notes
 
     tf, converter = tf_converter(saved_model)
@@ -62,13 +63,14 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[spec.io_dtype]
     quantized = mlir_quantize(edited, disable_per_channel=False, input_data_type=io_type, output_data_type=io_type,
                               denylisted_nodes=[name for names in kept.values() for name in names] or None)
+    quantized, correction = correct_tflite_biases(edited, quantized, tflite_input_means(edited, data))
     out.write_bytes(deduplicate_readonly_buffers(quantized))
     calibrated, widened = _widen_logits(out)
     metadata = write_metadata(out, spec)
     io = _io_quantization(out)
     info = {"calibration_samples": int(len(data)), "io_dtype": spec.io_dtype, "method": ACTIVATION_RANGE_METHOD,
             "activation_ranges": ranges, "logits_range_calibrated": calibrated, "logits_range": widened,
-            "metadata": metadata, "keep_float": kept}
+            "bias_correction": correction, "metadata": metadata, "keep_float": kept}
     notes = pixel_grid_notes(io)
     if rescue is not None:
         info["rescue"] = rescue.to_dict()
