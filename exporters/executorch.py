@@ -30,11 +30,13 @@ def export_pte_int8(model: nn.Module, spec, out: Path) -> dict:
     """int8: PT2E with the XNNPACK quantizer (per-channel weights), calibrated on `spec.calibration_file`.
 
     As in the other static int8 targets, only the logits' range is widened by the logit headroom
-    (edgekit.exporters._headroom) after calibration; every other range stays as calibrated.
+    (edgekit.exporters._headroom) after calibration; every other range stays as calibrated, and the
+    weight rounding is taken out of the biases (edgekit.quantization.bias_correction.pt2e).
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgekit.exporters._headroom import widen
+    from edgekit.quantization.bias_correction.pt2e import LayerStatistics, correct_biases
 
     model, example = model.eval(), _example(spec)
     data = np.load(spec.calibration_file)
@@ -46,35 +48,78 @@ def export_pte_int8(model: nn.Module, spec, out: Path) -> dict:
     batch_dim = ({0: torch.export.Dim("batch", min=1, max=max(len(b) for b in batches))},)
     captured = torch.export.export(model, (batches[0],), dynamic_shapes=batch_dim).module()
     prepared = prepare_pt2e(captured, quantizer)
-    with torch.no_grad():
+    with torch.no_grad(), LayerStatistics(prepared) as statistics:
         for batch in batches:
             prepared(batch)
     quantized = convert_pt2e(prepared)
+    correction = correct_biases(quantized, statistics)
     _set_output_range(quantized, low, high)
     result = _lower(torch.export.export(quantized, (example,)), out)
     result["info"] |= {"calibration_samples": int(len(data)),
-                       "quantizer": "XNNPACKQuantizer, symmetric, per-channel weights, conv+ReLU6 fused",
+                       "quantizer": "XNNPACKQuantizer, symmetric, per-channel weights, conv+ReLU6 fused; activation "
+                                    "ranges: histogram (ReLU6 outputs), mean of per-sample min/max (the others)",
                        "logits_range_calibrated": [float(logits.min()), float(logits.max())],
-                       "logits_range": [low, high]}
+                       "logits_range": [low, high], "bias_correction": correction}
     return result
 
 
 def _quantizer():
-    """XNNPACKQuantizer (symmetric, per-channel weights) that also takes conv -> ReLU6 as one op, like conv -> ReLU."""
+    """XNNPACKQuantizer (symmetric, per-channel weights) that also takes conv -> ReLU6 as one op, like conv -> ReLU.
+
+    Activation ranges: a ReLU6 output keeps XNNPACKQuantizer's HistogramObserver (its range is bounded by
+    6 anyway); every other activation (the input, linear projections, residual adds) takes the mean over
+    calibration samples of each sample's own min and max (`_mean_min_max_observer`), the statistic of the
+    other static int8 targets. Measured against fp32 on the 500 photos of imagenet-sample (bundled
+    calibration, with bias correction; logit SQNR, top-1 agreement): mobilenet_v2 16.5 dB / 94.8% with
+    the histogram everywhere, 18.8 dB / 96.0% with the mean everywhere, 19.4 dB / 97.4% mixed so;
+    effnet_lite0 23.2 dB / 99.0%, 15.6 dB / 97.4% and 22.4 dB / 99.2%.
+    """
+    import dataclasses
+
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    bounded = config.output_activation
+    activation = dataclasses.replace(config.input_activation,
+                                     observer_or_fake_quant_ctr=_mean_min_max_observer().with_args(eps=2 ** -12))
+    config = type(config)(activation, activation, config.weight, config.bias, config.is_qat)
+
     class Quantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            _annotate_conv_relu6(model, self.global_config)
+            _annotate_conv_relu6(model, self.global_config, bounded)
             return super().annotate(model)
 
-    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    return Quantizer().set_global(config)
 
 
-def _annotate_conv_relu6(module: torch.fx.GraphModule, config) -> None:
+def _mean_min_max_observer():
+    """An activation observer whose range is the mean over calibration samples of each sample's own min and max."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class MeanMinMaxObserver(MinMaxObserver):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.register_buffer("samples", torch.tensor(0))
+
+        def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+            if x_orig.numel() == 0:
+                return x_orig
+            values = x_orig.detach().to(self.min_val.dtype)
+            flat = values.reshape(values.shape[0], -1) if values.dim() > 1 else values.reshape(1, -1)
+            low, high = flat.amin(1), flat.amax(1)
+            seen, total = int(self.samples), int(self.samples) + len(low)
+            self.min_val.copy_((self.min_val * seen + low.sum()) / total if seen else low.mean())
+            self.max_val.copy_((self.max_val * seen + high.sum()) / total if seen else high.mean())
+            self.samples.fill_(total)
+            return x_orig
+
+    return MeanMinMaxObserver
+
+
+def _annotate_conv_relu6(module: torch.fx.GraphModule, config, output_spec) -> None:
     """Quantizes a conv's output after its ReLU6 (hardtanh) instead of before, as XNNPACKQuantizer does for ReLU.
 
     XNNPACKQuantizer 1.5.1 fuses only ReLU into a conv. A ReLU6 then shares the conv's observer,
@@ -86,7 +131,6 @@ def _annotate_conv_relu6(module: torch.fx.GraphModule, config) -> None:
         QuantizationAnnotation,
         get_bias_qspec,
         get_input_act_qspec,
-        get_output_act_qspec,
         get_weight_qspec,
     )
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
@@ -103,7 +147,7 @@ def _annotate_conv_relu6(module: torch.fx.GraphModule, config) -> None:
         if len(conv.args) > 2 and isinstance(conv.args[2], torch.fx.Node):
             qspecs[conv.args[2]] = get_bias_qspec(config)
         conv.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map=qspecs, _annotated=True)
-        node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(output_qspec=get_output_act_qspec(config), _annotated=True)
+        node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(output_qspec=output_spec, _annotated=True)
 
 
 def _set_output_range(module: torch.fx.GraphModule, low: float, high: float) -> None:

@@ -114,7 +114,7 @@ def quantize_static_onnx(onnx_file: Path, spec, out: Path) -> dict:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgekit.quantization.bias_correction import conv_input_means, correct_biases
+    from edgekit.quantization.bias_correction.onnx import conv_input_means, correct_biases
     from edgekit.quantization.layers import mixed_precision_notes, nodes_of
 
     prepared = out.with_suffix(".prep.onnx")

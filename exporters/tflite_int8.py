@@ -43,7 +43,7 @@ def convert_full_int8(saved_model: Path, spec, out: Path) -> dict:
     """
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
 
-    from edgekit.quantization.bias_correction import correct_tflite_biases, tflite_input_means
+    from edgekit.quantization.bias_correction.tflite import correct_tflite_biases, tflite_input_means
     from edgekit.quantization.layers import mixed_precision_notes
 
     tf, converter = tf_converter(saved_model)

@@ -43,7 +43,7 @@ def test_bias_correction_removes_the_weight_rounding_shift(tmp_path) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from edgekit.models import create_model
-    from edgekit.quantization.bias_correction import conv_input_means, correct_biases
+    from edgekit.quantization.bias_correction.onnx import conv_input_means, correct_biases
 
     block = torch.nn.Sequential(*create_model("mobilenet_v2", weights="imagenet").features[:4]).eval()
     data = probe_views(get_card("mobilenet_v2"))[:24]
