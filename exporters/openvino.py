@@ -45,6 +45,7 @@ def quantize_nncf(xml_file: Path, spec, out: Path) -> dict:
     """
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     from edgekit.quantization.layers import mixed_precision_notes, module_of, nodes_of
 
@@ -52,20 +53,22 @@ def quantize_nncf(xml_file: Path, spec, out: Path) -> dict:
     data = np.load(spec.calibration_file)
     batches = [data[i:i + spec.batch] for i in range(0, len(data) - spec.batch + 1, spec.batch)]
     calibration = nncf.Dataset(batches)
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
     info = {"calibration_samples": int(len(data)), "method": "nncf.quantize, preset PERFORMANCE, fast bias correction",
             "nncf": nncf.__version__}
     if tuple(spec.keep_float) == ("auto",):
         images, labels = _validation_set(model, spec)
         quantized = nncf.quantize_with_accuracy_control(
             model, calibration, nncf.Dataset(list(zip(images, labels))), _top1_of, max_drop=spec.max_drop / 100,
-            subset_size=len(batches), fast_bias_correction=True)
+            subset_size=len(batches), fast_bias_correction=True, advanced_quantization_parameters=advanced)
         info["method"] = "nncf.quantize_with_accuracy_control, fast bias correction"
         info["accuracy_control"] = {"max_drop_points": spec.max_drop, "images": len(images)}
     else:
         ops = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() not in ("Constant", "Parameter", "Result")]
         kept = nodes_of(spec.keep_float, ops)
         scope = nncf.IgnoredScope(names=[name for names in kept.values() for name in names], validate=False)
-        quantized = nncf.quantize(model, calibration, subset_size=len(batches), fast_bias_correction=True, ignored_scope=scope)
+        quantized = nncf.quantize(model, calibration, subset_size=len(batches), fast_bias_correction=True, ignored_scope=scope,
+                                  advanced_parameters=advanced)
     # NNCF stores a quantized layer's weights as int8 constants scaled by a Multiply; a float layer reads a float Constant.
     float_layers = sorted({module_of(op.get_friendly_name().removesuffix("/WithoutBiases")) for op in quantized.get_ops()
                            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
