@@ -111,6 +111,11 @@ TFLITE = ONNX + (("tensorflow", "tflite"), ("onnx2tf", "tflite"), ("ai_edge_lite
 SIZE_NOT_SPEED = ("Dynamic int8 is for a smaller file, not for speed: on mobilenet_v2 the file goes {size} against "
                   "{fp32}, and one inference takes {slower} on x86 (1 thread, CPU time).")
 
+XNNPACK_INT8_ON_X86 = ("For ARM devices. On x86 XNNPACK's int8 kernels gain little or nothing: on an AVX2 CPU without VNNI "
+                       "(Zen 3, 2026-12-05) mobilenet_v2's int8 file ran 1.1-1.2x slower than {fp32} (1 thread, CPU "
+                       "time, scripts/cpu_time.py; 1.6-1.8x slower in edgekit bench at 2 threads); on AVX-512 VNNI "
+                       "(Zen 4) 1.1x (tflite) to 2x (executorch) faster. onnx-int8 or openvino-int8 are the x86 int8.")
+
 TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
 SIMPLIFY = Step("onnxsim", "onnx:simplify_onnx", "model.onnx", "fp32")
 TO_TFLITE = Step("onnx -> tflite fp32 (onnx2tf)", "tflite:convert_onnx2tf", "model_float32.tflite", "fp32",
@@ -149,16 +154,20 @@ register_target(Target(
     "onnx-int8", "ONNX static QDQ int8 (uint8 activations, per-channel int8 weights), calibrated; --keep-float to mix",
     (TO_ONNX, SIMPLIFY, Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")),
     requires=ONNX, calibrated=True, notes=(
-        "Speed in ONNX Runtime 1.32 on x86 (AVX-512 VNNI), batch 1, against the onnx fp32 file. One thread (CPU time, "
-        "scripts/cpu_time.py): mobilenet_v2 1.8x faster, effnet_lite0 1.7x, shufflenet_v2_x1_0 1.17x, effnet_b0 1.03x. "
-        "Two threads (edgekit bench, wall time, one run): mobilenet_v2 1.45x, shufflenet_v2_x1_0 1.11x, effnet_b0 0.80x "
-        "(slower). ShuffleNet's channel shuffles, splits and concats keep 47 layout Transposes around the int8 "
-        "convolutions; EfficientNet's SiLU and squeeze-and-excitation run as QLinearSigmoid + QLinearMul, about 45% of "
-        "its int8 time. For int8 speed on x86, use openvino-int8.",
+        "Speed in ONNX Runtime 1.32 on x86, batch 1, against the onnx fp32 file. On AVX-512 VNNI (Zen 4, 2026-12-02), "
+        "one thread (CPU time, scripts/cpu_time.py): mobilenet_v2 1.8x faster, effnet_lite0 1.7x, shufflenet_v2_x1_0 "
+        "1.17x, effnet_b0 1.03x; two threads (edgekit bench, wall time, one run): mobilenet_v2 1.45x, shufflenet_v2_x1_0 "
+        "1.11x, effnet_b0 0.80x (slower). On AVX2 without VNNI (Zen 3, 2026-12-05, 7-bit weights), two threads: "
+        "mobilenet_v2 1.69x, shufflenet_v2_x1_0 0.89x (slower), effnet_b0 1.31x; one thread mobilenet_v2 1.42x. "
+        "ShuffleNet's channel shuffles, splits and concats keep 47 layout Transposes around the int8 convolutions; "
+        "EfficientNet's SiLU and squeeze-and-excitation run as QLinearSigmoid + QLinearMul, about 45% of its int8 time.",
+        "Weights are 7-bit (ONNX Runtime's reduce_range): on x86 CPUs without VNNI its uint8 x int8 kernels add "
+        "products in 16 bits, which saturates with full-range weights; 7-bit weights compute the file's QDQ "
+        "definition on every CPU, at the same speed.",
     ),
-    caveat="on x86, faster than onnx for mobilenet_v2 (1.45x at 2 threads, 1.8x at 1) and effnet_lite0 (1.7x at 1), "
-           "hardly for shufflenet_v2_x1_0 (1.11x), slower for effnet_b0 at 2 threads (0.80x); openvino-int8 is the fast "
-           "x86 int8",
+    caveat="on x86, faster than onnx for mobilenet_v2 (1.45x at 2 threads on AVX-512 VNNI, 1.69x on AVX2) and "
+           "effnet_lite0 (1.7x at 1 thread), not for shufflenet_v2_x1_0 (1.11x VNNI, 0.89x AVX2), and for effnet_b0 "
+           "0.80x (VNNI) to 1.31x (AVX2)",
 ))
 register_target(Target(
     "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript, for size: only nn.Linear is int8; 0.74x "
@@ -195,7 +204,8 @@ register_target(Target(
     (TO_ONNX, SIMPLIFY, TO_TFLITE,
      Step("tflite fp32 -> full int8", "tflite_int8:convert_full_int8", "model_full_integer_quant.tflite", "int8",
           input="saved_model")),
-    requires=TFLITE, calibrated=True, supports_dynamic_batch=False,
+    requires=TFLITE, calibrated=True, supports_dynamic_batch=False, notes=(XNNPACK_INT8_ON_X86.format(fp32="tflite-fp32"),),
+    caveat="for ARM devices: on x86 slower than tflite-fp32 where the CPU lacks VNNI (1.15x, mobilenet_v2, AVX2)",
 ))
 
 TENSORRT = ONNX + (("tensorrt", "tensorrt"),)
