@@ -259,3 +259,16 @@ def test_docker_check_copies_what_the_x86_image_copies() -> None:
     image_src = re.search(r"^IMAGE_SRC\s*:?=(.*)$", makefile, re.MULTILINE)
     assert image_src, "Makefile defines no IMAGE_SRC for docker-check"
     assert set(image_src.group(1).split()) == copied
+
+
+def test_every_subpackage_is_in_the_wheel() -> None:
+    """A non-editable install (the images, a wheel) ships only the packages pyproject lists; a missing one
+    imports from a source checkout and fails everywhere else."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {folder: package for package, folder in setuptools["package-dir"].items()}
+    on_disk = set()
+    for folder, package in folders.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            on_disk.add(".".join((package, *parts)))
+    assert on_disk - set(setuptools["packages"]) == set()
