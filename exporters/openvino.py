@@ -55,7 +55,7 @@ def quantize_nncf(xml_file: Path, spec, out: Path) -> dict:
     calibration = nncf.Dataset(batches)
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
     info = {"calibration_samples": int(len(data)), "method": "nncf.quantize, preset PERFORMANCE, fast bias correction",
-            "nncf": nncf.__version__}
+            "nncf": nncf.__version__, "overflow_fix": "every layer (7-bit weights)"}
     if tuple(spec.keep_float) == ("auto",):
         images, labels = _validation_set(model, spec)
         quantized = nncf.quantize_with_accuracy_control(

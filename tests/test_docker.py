@@ -265,9 +265,8 @@ def test_every_subpackage_is_in_the_wheel() -> None:
     """A non-editable install (the images, a wheel) ships only the packages pyproject lists; a missing one
     imports from a source checkout and fails everywhere else."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {folder: package for package, folder in setuptools["package-dir"].items()}
     on_disk = set()
-    for folder, package in folders.items():
+    for package, folder in setuptools["package-dir"].items():
         for init in (REPO / folder).rglob("__init__.py"):
             parts = init.parent.relative_to(REPO / folder).parts
             on_disk.add(".".join((package, *parts)))
