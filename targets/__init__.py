@@ -118,6 +118,7 @@ XNNPACK_INT8_ON_X86 = ("For ARM devices. On x86 XNNPACK's int8 kernels gain litt
 
 TO_ONNX = Step("torch -> onnx", "onnx:export_onnx", "model.raw.onnx", "fp32")
 SIMPLIFY = Step("onnxsim", "onnx:simplify_onnx", "model.onnx", "fp32")
+ONNX_INT8 = Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")
 TO_TFLITE = Step("onnx -> tflite fp32 (onnx2tf)", "tflite:convert_onnx2tf", "model_float32.tflite", "fp32",
                  side_outputs=("saved_model",))
 
@@ -152,7 +153,7 @@ register_target(Target(
 ))
 register_target(Target(
     "onnx-int8", "ONNX static QDQ int8 (uint8 activations, per-channel int8 weights), calibrated; --keep-float to mix",
-    (TO_ONNX, SIMPLIFY, Step("onnx -> int8 static (QDQ)", "onnx:quantize_static_onnx", "model.int8.onnx", "int8")),
+    (TO_ONNX, SIMPLIFY, ONNX_INT8),
     requires=ONNX, calibrated=True, notes=(
         "Speed in ONNX Runtime 1.32 on x86, batch 1, against the onnx fp32 file. On AVX-512 VNNI (Zen 4, 2026-12-02), "
         "one thread (CPU time, scripts/cpu_time.py): mobilenet_v2 1.8x faster, effnet_lite0 1.7x, shufflenet_v2_x1_0 "

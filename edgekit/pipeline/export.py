@@ -439,7 +439,8 @@ def check_backends(target: Target) -> None:
 
 
 def _description(target: Target, records) -> str:
-    kept = [module for record in records for module in record.get("info", {}).get("keep_float") or {}]
+    # The last step that records its float layers speaks for the artifact (openvino-int8 converts onnx-int8's file).
+    kept = next((record["info"]["keep_float"] for record in reversed(records) if record.get("info", {}).get("keep_float")), {})
     if not kept:
         return target.description
     return f"{target.description}; mixed precision, not full-integer: {len(kept)} layer(s) kept in float"
