@@ -7,7 +7,7 @@ from pathlib import Path
 from edgekit.errors import WeightsError
 from edgekit.integrity import check_artifact
 from edgekit.manifest import manifest_card, manifest_contract, read_manifest
-from edgekit.models import create_model, get_card
+from edgekit.models import create_model, get_card, seeded
 from edgekit.manifest import sha256_file
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
@@ -20,7 +20,8 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
     """Rebuilds the PyTorch reference recorded in `directory/manifest.json` and checks the artifact again.
 
     Raises:
-        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's.
+        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's, or the artifact
+            comes from an older seeded random init (see `edgekit.models.seeded`).
         InvalidSpecError: no manifest in `directory`.
         IntegrityError: the artifact changed since export, or its signature does not verify.
     """
@@ -44,10 +45,16 @@ def reference_model(manifest: dict):
     """The PyTorch model an artifact was exported from, rebuilt from its manifest with the same weights.
 
     Raises:
-        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's.
+        WeightsError: the recorded weights are gone or their sha256 differs from the manifest's, or the artifact
+            comes from an older seeded random init (see `edgekit.models.seeded`).
     """
     recorded = manifest["weights"]
     weights_file = None
+    if recorded["source"] is None and (recorded.get("init") or {}).get("version") != seeded.VERSION:
+        raise WeightsError(f"{manifest['model']} was exported from the seeded random init of an earlier edgekit (its "
+                           "BatchNorm statistics drawn at random, so its logits hardly depended on the input); this "
+                           f"version builds version {seeded.VERSION} of that init and cannot rebuild the old reference. "
+                           "Export it again.")
     if recorded["source"] is not None:
         weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
         actual = sha256_file(weights_file)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import InvalidSpecError
-from edgekit.models import efficientnet, mobilenetv2, shufflenetv2  # noqa: F401  (registers the models)
+from edgekit.models import efficientnet, mobilenetv2, seeded, shufflenetv2  # noqa: F401  (registers the models)
 from edgekit.models._registry import get_builder, get_card, list_models, register_model, resolve_name
 from edgekit.card import ModelCard
 from edgekit.models.weights import checkpoint_metadata, load_weights, weights_path
@@ -16,16 +16,8 @@ from edgekit.models.weights import checkpoint_metadata, load_weights, weights_pa
 __all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]
 
 
-def _draw_batchnorm(model: nn.Module) -> None:
-    """Random BatchNorm statistics and affine parameters near the identity, from the current RNG."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n) * 0.1)
-                module.running_var.copy_(torch.rand(n) + 0.5)
-                module.weight.copy_(torch.rand(n) + 0.5)
-                module.bias.copy_(torch.randn(n) * 0.1)
+# Seeded random inits built in this process, by (model, classes, seed): measuring BatchNorm statistics takes seconds.
+_SEEDED: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
 
 
 def model_card(name: str, num_classes: int | None = None, input_size: int | None = None,
@@ -77,8 +69,9 @@ def create_model(
     Initialisation is seeded (`seed`, default 0, without touching the global RNG), so a randomly
     initialised model, or a replaced head, is the same in every process: the converter's child
     process and a later `edgekit verify` rebuild exactly the reference that was exported.
-    Without weights, BatchNorm statistics and affine parameters are drawn too: with the default
-    ones an untrained EfficientNet's logits collapse to about 1e-12 and no export could be checked.
+    Without weights, BatchNorm affine parameters are drawn too and its statistics measured on a few
+    bundled photos (`edgekit.models.seeded`): with default or drawn ones a random network's logits
+    hardly depend on the input, and no export of it could be checked.
 
     Args:
         name: a registered name or alias (see `list_models()`).
@@ -97,12 +90,17 @@ def create_model(
     if weights is not None and num_classes is None:
         metadata = checkpoint_metadata(weights_path(card, weights))
         num_classes = None if metadata is None else metadata.get("num_classes")
+    classes = num_classes or card.num_classes
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        model = get_builder(card.name)(num_classes or card.num_classes)
-        if weights is None:
-            _draw_batchnorm(model)
+        model = get_builder(card.name)(classes)
+        if weights is None and (card.name, classes, seed) in _SEEDED:
+            model.load_state_dict(_SEEDED[card.name, classes, seed])
+        elif weights is None:
+            seeded.draw_batchnorm(model, card)
+            if seed is not None:
+                _SEEDED[card.name, classes, seed] = {k: v.clone() for k, v in model.state_dict().items()}
     if weights is not None:
         load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
     return model.eval()
