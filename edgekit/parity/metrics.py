@@ -36,6 +36,8 @@ class Tolerance:
     needs_decisive: bool = False
     # Top-1 agreement over every photo probe, near ties included (`Metrics.top1_agreement_all`).
     min_top1_agreement_all: float | None = None
+    # Why no probe can judge this precision for this reference (edgekit's seeded random init at int8): a failure.
+    unjudgeable: str | None = None
 
     def replace(self, **changes: Any) -> Tolerance:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -95,6 +97,9 @@ class Metrics:
     accuracy: dict[str, float] = field(default_factory=dict)
     # Top-1 agreement over every probe, near ties included (None in reports written before it existed).
     top1_agreement_all: float | None = None
+    # Whether a blind artifact, one whose output is the same for every probe (the mean of the reference's logits),
+    # would pass the same tolerance: then these probes cannot tell a right artifact from one that ignores its input.
+    blind_passes: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,7 +112,17 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def compute(reference: np.ndarray, actual: np.ndarray, tolerance: Tolerance, labels: np.ndarray | None = None) -> Metrics:
-    """Compares [N, classes] logits. `labels` (-1 = unknown) adds top-1/top-5 accuracy of both."""
+    """Compares [N, classes] logits. `labels` (-1 = unknown) adds top-1/top-5 accuracy of both.
+
+    Also holds a blind artifact (the reference's mean logits for every probe) to `tolerance` (`Metrics.blind_passes`).
+    """
+    metrics = _compare(reference, actual, tolerance, labels)
+    blind = np.broadcast_to(reference.astype(np.float64).mean(0), reference.shape)
+    metrics.blind_passes = len(reference) > 1 and not failures(_compare(reference, blind, tolerance), tolerance)
+    return metrics
+
+
+def _compare(reference: np.ndarray, actual: np.ndarray, tolerance: Tolerance, labels: np.ndarray | None = None) -> Metrics:
     reference = reference.astype(np.float64)
     actual = actual.astype(np.float64)
     if reference.shape != actual.shape:
@@ -157,7 +172,12 @@ def compute(reference: np.ndarray, actual: np.ndarray, tolerance: Tolerance, lab
 
 def failures(metrics: Metrics, tolerance: Tolerance) -> list[str]:
     """Every check of `tolerance` that `metrics` misses, as readable sentences."""
-    found = []
+    found = [tolerance.unjudgeable] if tolerance.unjudgeable else []
+    if metrics.blind_passes:
+        found.append("the probes cannot tell this artifact from one that ignores its input: the same output for every "
+                     "probe (the reference's mean logits) would pass this check too, because the reference's logits "
+                     "hardly differ between probes; export trained weights, or pass --data with images the model "
+                     "separates")
     if not np.isfinite(metrics.max_abs):
         found.append("outputs contain NaN or Inf")
     if metrics.failed_elements:
