@@ -23,7 +23,7 @@ from edgekit.contract import Contract
 from edgekit.errors import EdgekitError, ExportFailures, InvalidSpecError, MissingBackendError, ParityError
 from edgekit.manifest import now, sha256_file, tool_versions
 from edgekit.models import create_model, get_card, model_card
-from edgekit.models import verification
+from edgekit.models import seeded, verification
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, StepReport, build_probes
 from edgekit.parity.probes import probe_notes
@@ -291,6 +291,8 @@ class _Run:
             tolerance = TOLERANCES[step.precision]
             if node.final_for:
                 tolerance = tolerance.replace(**self.overrides)
+            if self.spec.weights is None and step.precision in ("int8", "int8-dynamic"):
+                tolerance = dataclasses.replace(tolerance, unjudgeable=seeded.INT8_UNJUDGEABLE)
             verify = {"step": step.name, "probes": str(self.reference.probes_file),
                       "reference": str(self.reference.logits_file), "contract": self.base.to_dict(),
                       "tolerance": tolerance.to_dict(), "threads": max(1, (os.cpu_count() or 1) // slots)}
@@ -446,6 +448,13 @@ def _description(target: Target, records) -> str:
     return f"{target.description}; mixed precision, not full-integer: {len(kept)} layer(s) kept in float"
 
 
+def _init_record(spec: ExportSpec, card: ModelCard) -> dict:
+    """How the weights were made, where edgekit made them: the verification init, or the seeded random init."""
+    if spec.weights == verification.KEYWORD:
+        return {"init": verification.describe(card)}
+    return {"init": seeded.describe()} if spec.weights is None else {}
+
+
 def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: ExportSpec, calibration, records,
               report: ParityReport | None, folder: Path, labels: str, status: str) -> dict[str, Any]:
     artifact_file = folder / step.output
@@ -466,7 +475,7 @@ def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: E
         "contract": contract.to_dict(),
         "weights": {"source": spec.weights,
                     "sha256": None if spec.weights_file is None else sha256_file(spec.weights_file),
-                    **({"init": verification.describe(card)} if spec.weights == verification.KEYWORD else {})},
+                    **_init_record(spec, card)},
         "calibration": None if calibration is None or not target.calibrated else calibration.to_dict(),
         "export": {"batch": spec.batch, "dynamic_batch": spec.dynamic_batch, "input_size": card.input_size,
                    "num_classes": card.num_classes, "io_dtype": spec.io_dtype if target.name == "tflite-int8" else None,

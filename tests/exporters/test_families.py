@@ -49,7 +49,7 @@ def test_family_through_cpu_target(exported, model: str, weights: str | None, ta
     if reason:
         pytest.skip(f"{target} is unavailable here: {reason}")
     if (model, target) in UNSUPPORTED:
-        with pytest.raises(ParityError, match="too few to assess top-1 agreement"):
+        with pytest.raises(ParityError, match="cannot be judged on edgekit's seeded random init"):
             exported(model, target, weights=weights)
         return
     artifact = exported(model, target, weights=weights)

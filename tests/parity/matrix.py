@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from edgekit.models import list_models
+from edgekit.models.seeded import INT8_UNJUDGEABLE
 from edgekit.targets import get_target, list_targets
 
-# Models with no offline ImageNet weights whose seeded random init leaves (almost) no decisive
-# probe: the reference top-1 leads by under 5% of the logit range, so int8 agreement cannot be
-# decided and edgekit refuses to call such an artifact verified. Found by `make parity` on
-# 2026-11-22 (0 decisive probes for shufflenet_v2_x1_5 and x2_0; EfficientNet B0-B3 likewise). Lite3-4
-# were here too until their int8 targets were judged on edgekit's verification init
-# (`edgekit.models.verification`, transplanted from the trained Lite2). For B0-B3 the same transplant
-# was measured and not shipped (README "The verification init"); no trained ShuffleNetV2 exists offline.
-UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
+# Models with no offline ImageNet weights and no verification init: their int8 targets are judged on edgekit's
+# seeded random init, and no int8 verdict on it means anything (`edgekit.models.seeded.INT8_UNJUDGEABLE`, measured
+# 2026-12-06): edgekit refuses to call such an artifact verified. Until then the seeded ShuffleNets x0.5, x1.0 and the
+# CIFAR ones were listed as verified at 100% of 40-80 decisive probes, but every one of those probes had the same
+# top-1 class and an artifact that ignored its input agreed as well. Lite3-4 were here too until their int8
+# targets were judged on edgekit's verification init (`edgekit.models.verification`, transplanted from the trained
+# Lite2). For B0-B3 three inits were measured and not shipped (README "The verification init"); no trained
+# ShuffleNetV2 exists offline.
+UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+               "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "shufflenet_v2_cifar_x0_5", "shufflenet_v2_cifar_x1_0",
+               "shufflenet_v2_cifar_x1_5", "shufflenet_v2_cifar_x2_0")
 UNDECIDABLE_REASON = (
-    "no offline ImageNet weights and no verification init, and this model's seeded random logits are near ties (the "
-    "top-1 leads by under 5% of the logit range on almost every probe), so int8 top-1 agreement cannot be decided; "
-    "edgekit refuses to call it verified (tests/exporters/test_families.py checks that refusal). Export with --weights "
-    "to verify. A verification init transplanted from EfficientNet-Lite0-2 was measured for B0-B3 and not shipped: "
-    "decisive, but its int8 verdicts were about the init (README, 'The verification init'). The int8 paths are "
-    "verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), Lite3-4 (verification init) and "
-    "ShuffleNetV2 x0.5/x1.0.")
+    "no offline ImageNet weights and no verification init: " + INT8_UNJUDGEABLE + ". edgekit refuses to call it "
+    "verified (tests/exporters/test_families.py checks that refusal). Three verification inits were measured for "
+    "B0-B3 and not shipped (README, 'The verification init'). The int8 paths are verified on MobileNetV2 and "
+    "EfficientNet-Lite0-2 (ImageNet weights) and Lite3-4 (verification init).")
 
 
 def _unsupported() -> dict[tuple[str, str], str]:
