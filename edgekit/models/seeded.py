@@ -44,15 +44,25 @@ def draw_batchnorm(model: nn.Module, card: ModelCard) -> None:
             for branch in _residual_branches(model):
                 last = [m for m in branch.modules() if isinstance(m, nn.BatchNorm2d)][-1]
                 last.weight.mul_(RESIDUAL_GAIN)
-            model.eval()
-            for norm in norms:
-                norm.reset_running_stats()
-                norm.momentum = None
-                norm.train()
-            model(images)
+            measure_batchnorm(model, images)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 20) -> None:
+    """BatchNorm running statistics from `images` (cumulative average, `batch` at a time); the rest stays in eval mode."""
+    model.eval()
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                model(images[start:start + batch])
     finally:
         model.eval()
-        torch.set_num_threads(threads)
 
 
 # Why int8 verdicts on this init would mean nothing (`Tolerance.unjudgeable`), from measurement.
