@@ -2,8 +2,8 @@
 
     python tests/clients/scripts/agreement.py OUT_DIR PHOTO_DIR
 
-OUT_DIR holds the mobilenet_v2 artifacts from one export (onnx, tflite-fp32, tflite-fp16,
-tflite-int8). Each client runs in its own process, without edgekit, as in test_clients.py.
+OUT_DIR holds mobilenet_v2 artifacts from one export (any of onnx, tflite-fp32, tflite-fp16,
+tflite-int8-dynamic, tflite-int8; whichever is there is run). Each client runs in its own process, without edgekit, as in test_clients.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+TFLITE = ("tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8")
 
 
 def run(script: str, *args: str) -> list[dict]:
@@ -43,7 +44,7 @@ def main(out: str, photos_dir: str) -> None:
 
     items = find_images(photos_dir, get_card("mobilenet_v2"))
     photos, labels = [str(i.path) for i in items], [i.label for i in items]
-    folder = {t: Path(out) / f"mobilenet_v2-{t}" for t in ("onnx", "tflite-fp32", "tflite-fp16", "tflite-int8")}
+    folder = {t: Path(out) / f"mobilenet_v2-{t}" for t in ("onnx", *TFLITE)}
     reference = {t: predict(d, photos, topk=5) for t, d in folder.items() if d.is_dir()}
     rows = []
     if "onnx" in reference:
@@ -52,7 +53,7 @@ def main(out: str, photos_dir: str) -> None:
         for resize in ("area", "linear"):
             rows.append((f"OpenCV DNN (manifest, cv2.resize INTER_{resize.upper()})", "onnx",
                          run("opencv_client.py", str(folder["onnx"]), "--resize", resize, *photos)))
-    for target in ("tflite-fp32", "tflite-fp16", "tflite-int8"):
+    for target in TFLITE:
         if target not in reference:
             continue
         model = str(folder[target] / json.loads((folder[target] / "manifest.json").read_text())["artifact"]["file"])
