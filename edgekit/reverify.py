@@ -7,7 +7,7 @@ from pathlib import Path
 from edgekit.errors import WeightsError
 from edgekit.integrity import check_artifact
 from edgekit.manifest import manifest_card, manifest_contract, read_manifest
-from edgekit.models import create_model, get_card, seeded
+from edgekit.models import create_model, get_card, seeded, verification
 from edgekit.manifest import sha256_file
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, Tolerance, build_probes, check
@@ -55,6 +55,11 @@ def reference_model(manifest: dict):
                            "BatchNorm statistics drawn at random, so its logits hardly depended on the input); this "
                            f"version builds version {seeded.VERSION} of that init and cannot rebuild the old reference. "
                            "Export it again.")
+    if recorded["source"] == verification.KEYWORD and (recorded.get("init") or {}).get("version") != verification.VERSION:
+        raise WeightsError(f"{manifest['model']} was exported from version {(recorded.get('init') or {}).get('version')} "
+                           f"of edgekit's verification init, whose saved file differed from machine to machine (its "
+                           f"sha256 named a temporary file); this version builds version {verification.VERSION}, the "
+                           "same weights saved reproducibly, and cannot match the recorded sha256. Export it again.")
     if recorded["source"] is not None:
         weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
         actual = sha256_file(weights_file)

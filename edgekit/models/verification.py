@@ -18,11 +18,12 @@ the accuracy of a trained model, in fp32 or int8. It is built deterministically 
 cached; its sha256 is in every manifest that uses it, so `edgekit verify` rebuilds what was exported.
 
 EfficientNet-B0-B3 have none: the same transplant (SiLU and squeeze-and-excitation added to Lite
-weights) was measured and not shipped, see README "The verification init".
+weights) was measured and not shipped, see docs/models.md.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from edgekit.errors import WeightsError
 from edgekit.models.seeded import measure_batchnorm
 
 KEYWORD = "verification"
-VERSION = 3
+# 4: the tensors of 3, saved so that the file's bytes, whose sha256 manifests record, are the same in every process
+# (version 3's file embedded the name of the process's temporary file, so a rebuild elsewhere never matched).
+VERSION = 4
 # Model -> the trained model of the same family whose weights are transplanted.
 SOURCES = {"effnet_lite3": "effnet_lite2", "effnet_lite4": "effnet_lite2"}
 # Calibration views of the bundled photos that BatchNorm statistics are re-estimated on (3 views of 20).
@@ -75,12 +78,19 @@ def verification_weights(card: ModelCard) -> Path:
         state = build(card)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        torch.save(state, partial)
+        partial.write_bytes(serialize(state))
         if path.exists():  # a rival process finished first: keep its file, whose sha256 may be recorded already
             partial.unlink()
         else:
             os.replace(partial, path)
     return path
+
+
+def serialize(state: dict[str, torch.Tensor]) -> bytes:
+    """`torch.save` bytes that depend on the tensors only (a file path would name the archive inside after itself)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def build(card: ModelCard) -> dict[str, torch.Tensor]:

@@ -3,6 +3,8 @@ mean something (a right artifact verifies, a wrong one is rejected), rebuilt bit
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from edgekit.contract import Contract
 from edgekit.errors import WeightsError
 from edgekit.images import find_images, load_batch
 from edgekit.models import create_model, get_card
-from edgekit.models.verification import build, verification_weights
+from edgekit.cli import main
+from edgekit.models.verification import build, serialize, verification_weights
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, build_probes, check
 from edgekit.parity.metrics import DECISIVE_MARGIN
@@ -59,6 +62,27 @@ def test_int8_without_weights_is_judged_on_the_verification_init(exported, tmp_p
     assert report.by_kind["image"].top1_agreement < 0.9
 
 
+def test_verification_init_file_is_the_same_bytes_in_every_process() -> None:
+    """Manifests record the cached file's sha256 and `edgekit verify` elsewhere rebuilds it, so its bytes may depend
+    on the tensors only. Version 3's `torch.save(state, partial_path)` named the archive inside after its temporary,
+    process-numbered file: a rebuild anywhere else had another sha256, and verify refused the artifact (exit 2)."""
+    path = verification_weights(get_card(MODEL))
+    assert path.read_bytes() == serialize(torch.load(path, weights_only=True))
+
+
+def test_verify_rebuilds_the_init_and_refuses_one_of_the_unreproducible_version(exported, tmp_path: Path, capsys) -> None:
+    artifact = exported(MODEL, "onnx-int8", together=("onnx",))
+    assert main(["verify", str(artifact.directory)]) == 0
+    old = tmp_path / artifact.directory.name
+    shutil.copytree(artifact.directory, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["weights"]["init"]["version"] = 3
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["verify", str(old)]) == 2
+    assert "version 3 of edgekit's verification init" in capsys.readouterr().err
+
+
 def test_models_without_a_verification_init_say_so() -> None:
     with pytest.raises(WeightsError, match="no verification init for effnet_b0"):
         weights_path(get_card("effnet_b0"), "verification")
@@ -72,3 +96,4 @@ def test_verification_init_rebuilds_bit_for_bit() -> None:
     rebuilt = build(card)
     assert cached.keys() == rebuilt.keys()
     assert all(torch.equal(cached[k], rebuilt[k]) for k in cached)
+    assert serialize(rebuilt) == verification_weights(card).read_bytes()  # the bytes whose sha256 manifests record
