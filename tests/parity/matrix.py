@@ -36,7 +36,7 @@ UNSUPPORTED = _unsupported()
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     # On the verification init, 2026-12-02. A trained Lite3-4 may quantize better or worse; Lite0-2 (trained) pass.
     ("effnet_lite3", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 87.0% of 46 decisive probes (bar 90%)",
-    ("effnet_lite4", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 87.0% of 46 decisive probes (bar 90%)",
+    ("effnet_lite4", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 84.8% of 46 decisive probes (bar 90%)",
     # On the verification init, 2026-12-05, an AVX2 CPU without VNNI (int8 weights 7-bit, so that they compute alike
     # on every x86 CPU). Lite4's executorch-int8 and tflite-int8, listed here before, verify since their bias
     # correction; lite3's openvino-int8 (NNCF: 91.3%) since it converts onnx-int8's file (97.8% of 46). Lite4's
