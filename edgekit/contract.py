@@ -15,6 +15,8 @@ DTYPES = ("float32", "float16", "int8", "uint8")
 # Who applies mean/std: the caller (the artifact takes normalised values) or the artifact's own graph
 # (it takes RGB pixel values 0-255 after resize and crop, as MediaPipe and the TFLite Task Library feed them).
 NORMALIZATIONS = ("caller", "graph")
+# A photo normalised and turned back into pixels lands this close to whole pixel values (measured: 1.5e-5).
+PIXEL_GRID_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,21 @@ class Contract:
         return batch[:, ::-1].copy() if self.channel_order == "BGR" else batch
 
     def pixels_of(self, batch: np.ndarray) -> np.ndarray:
-        """A normalised NCHW batch (in this contract's channel order) back to pixel values 0-255."""
+        """A normalised NCHW batch (in this contract's channel order) back to pixel values 0-255.
+
+        A sample that came from a photo lands within float rounding (about 1e-5) of whole pixel values and is put
+        back on them exactly, as a client feeds them: a dynamic-range TFLite model quantizes its activations from
+        what it is fed, and those 1e-5 moved mobilenet_v2's logits by up to 0.86 and its top-1 on 4 of 500 photos.
+        Any other sample (the seeded random probes) is returned as computed.
+        """
         order = slice(None, None, -1) if self.channel_order == "BGR" else slice(None)
         mean = np.asarray(self.mean, np.float32)[order].reshape(1, 3, 1, 1)
         std = np.asarray(self.std, np.float32)[order].reshape(1, 3, 1, 1)
-        return (batch * std + mean) * np.float32(255)
+        pixels = (batch * std + mean) * np.float32(255)
+        whole = np.rint(pixels)
+        on_grid = np.abs(pixels - whole).reshape(len(pixels), -1).max(axis=1) < PIXEL_GRID_TOLERANCE
+        pixels[on_grid] = whole[on_grid]
+        return pixels
 
     def preprocessing_card(self, card: ModelCard) -> ModelCard:
         """`card` with this contract's resize, crop and normalisation, for `images.preprocess`."""

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).parent / "scripts"
-TARGETS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"]
-MEDIAPIPE_TARGETS = ["tflite-fp32", "tflite-fp16", "tflite-int8"]
+TARGETS = ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8"]
+MEDIAPIPE_TARGETS = ["tflite-fp32", "tflite-fp16", "tflite-int8-dynamic", "tflite-int8"]
 # Whichever of these tests and test_targets' runs first on the worker exports all their targets in one run.
 SHARED_EXPORT = "test_every_target_verifies_mobilenet_v2"
 
