@@ -21,7 +21,7 @@ def verify(directory: str | Path, data: str | Path | None = None, threads: int |
 
     Raises:
         WeightsError: the recorded weights are gone or their sha256 differs from the manifest's, or the artifact
-            comes from an older seeded random init (see `edgekit.models.seeded`).
+            comes from an earlier version of an init edgekit builds (`edgekit.models.seeded`, `.verification`).
         InvalidSpecError: no manifest in `directory`.
         IntegrityError: the artifact changed since export, or its signature does not verify.
     """
@@ -46,20 +46,11 @@ def reference_model(manifest: dict):
 
     Raises:
         WeightsError: the recorded weights are gone or their sha256 differs from the manifest's, or the artifact
-            comes from an older seeded random init (see `edgekit.models.seeded`).
+            comes from an earlier version of an init edgekit builds (`edgekit.models.seeded`, `.verification`).
     """
     recorded = manifest["weights"]
     weights_file = None
-    if recorded["source"] is None and (recorded.get("init") or {}).get("version") != seeded.VERSION:
-        raise WeightsError(f"{manifest['model']} was exported from the seeded random init of an earlier edgekit (its "
-                           "BatchNorm statistics drawn at random, so its logits hardly depended on the input); this "
-                           f"version builds version {seeded.VERSION} of that init and cannot rebuild the old reference. "
-                           "Export it again.")
-    if recorded["source"] == verification.KEYWORD and (recorded.get("init") or {}).get("version") != verification.VERSION:
-        raise WeightsError(f"{manifest['model']} was exported from version {(recorded.get('init') or {}).get('version')} "
-                           f"of edgekit's verification init, whose saved file differed from machine to machine (its "
-                           f"sha256 named a temporary file); this version builds version {verification.VERSION}, the "
-                           "same weights saved reproducibly, and cannot match the recorded sha256. Export it again.")
+    _check_init_version(manifest["model"], recorded)
     if recorded["source"] is not None:
         weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
         actual = sha256_file(weights_file)
@@ -68,6 +59,27 @@ def reference_model(manifest: dict):
                                f"weights with sha256 {recorded['sha256']}; refusing to compare it with other weights")
     return create_model(manifest["model"], weights=weights_file, num_classes=manifest_card(manifest).num_classes)
 
+
+# Inits edgekit builds itself, by the weights source a manifest records: (module with its VERSION, name, why an
+# earlier version cannot be rebuilt now).
+_INITS = {
+    None: (seeded, "seeded random init", "its BatchNorm statistics were drawn at random, so its logits hardly depended "
+                                         "on the input"),
+    verification.KEYWORD: (verification, "verification init", "its saved file differed from machine to machine (its "
+                                                                "sha256 named a temporary file)"),
+}
+
+
+def _check_init_version(model: str, recorded: dict) -> None:
+    """Refuses an artifact made from a version of an edgekit-built init that this edgekit no longer builds."""
+    if recorded["source"] not in _INITS:
+        return
+    module, name, why = _INITS[recorded["source"]]
+    version = (recorded.get("init") or {}).get("version")
+    if version != module.VERSION:
+        made = f"version {version}" if version else "an earlier version"
+        raise WeightsError(f"{model} was exported from {made} of edgekit's {name}: {why}. This edgekit builds version "
+                           f"{module.VERSION} and cannot rebuild the reference it was checked against. Export it again.")
 
 def _recorded_tolerance(manifest: dict) -> Tolerance:
     steps = (manifest.get("parity") or {}).get("steps") or []

@@ -111,6 +111,20 @@ def test_manifest_that_names_another_model(capsys, artifact_copy) -> None:
     assert "names model 'effnet_b0' but its card is 'mobilenet_v2'" in err
 
 
+def test_artifact_of_an_earlier_seeded_init_is_refused_by_verify(capsys, tmp_path) -> None:
+    """Manifests written before the seeded init's version 2 record no `init`: that reference cannot be rebuilt."""
+    from edgekit import export
+
+    artifact = export("shufflenet_v2_cifar_x0_5", "onnx", out=tmp_path, progress=False).directory
+    code, _ = run_cli(capsys, "verify", artifact)
+    assert code == 0
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    del manifest["weights"]["init"]
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    code, err = run_cli(capsys, "verify", artifact)
+    assert code == 2
+    assert "exported from an earlier version of edgekit's seeded random init" in err and "Export it again" in err
+
 def test_output_path_through_a_file(capsys, tmp_path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
