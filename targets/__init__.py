@@ -166,9 +166,9 @@ register_target(Target(
         "products in 16 bits, which saturates with full-range weights; 7-bit weights compute the file's QDQ "
         "definition on every CPU, at the same speed.",
     ),
-    caveat="on x86, faster than onnx for mobilenet_v2 (1.45x at 2 threads on AVX-512 VNNI, 1.69x on AVX2) and "
-           "effnet_lite0 (1.7x at 1 thread), not for shufflenet_v2_x1_0 (1.11x VNNI, 0.89x AVX2), and for effnet_b0 "
-           "0.80x (VNNI) to 1.31x (AVX2)",
+    caveat="on x86, faster than onnx for mobilenet_v2 (1.45-2.06x at 2 threads on AVX-512 VNNI, 1.31-1.69x on "
+           "AVX2) and effnet_lite0 (1.7x at 1 thread), not for shufflenet_v2_x1_0 (0.80-1.11x VNNI, 0.81-0.98x "
+           "AVX2), and for effnet_b0 0.80-1.12x (VNNI) to 1.31x (AVX2)",
 ))
 register_target(Target(
     "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript, for size: only nn.Linear is int8; 0.74x "
