@@ -50,9 +50,9 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 }
 # Known failures on x86 CPUs without VNNI only. Lite4's int8 QDQ file sits one probe from the bar: on the verification
 # init it agreed on 93.5% of 46 decisive probes on an AVX2 Zen 3 (2026-12-05, -06) and on 95.7% (openvino-int8 97.8%)
-# on an AVX-512 VNNI Zen 4 (2026-12-06), where both verify. The file is not what differs: on the Zen 4 the same file
-# run as its QDQ definition (ORT_DISABLE_ALL, float emulation) agrees on 93.5% too, and ONNX Runtime's fused VNNI
-# kernels round one probe the other way. Lite4's executorch-int8 and tflite-int8, listed here
+# on an AVX-512 VNNI Zen 4 (2026-12-06), where both verify. On the Zen 4 the same file run as its QDQ definition
+# (ORT_DISABLE_ALL, float emulation) agrees on 93.5%, the AVX2 figure, and ONNX Runtime's fused VNNI kernels round
+# one probe the other way (the AVX2 run's file was not compared byte for byte). Lite4's executorch-int8 and tflite-int8, listed here
 # before, verify since their bias correction; lite3's openvino-int8 (NNCF: 91.3%) since it converts onnx-int8's file.
 # Lite4's openvino-int8 fails where its onnx-int8 does, at that shared step (NNCF's own int8 failed at 87.0%).
 KNOWN_FAILURES_WITHOUT_VNNI: dict[tuple[str, str], str] = {
