@@ -38,7 +38,8 @@ UNSUPPORTED = _unsupported()
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     # On the verification init, 2026-12-02. A trained Lite3-4 may quantize better or worse; Lite0-2 (trained) pass.
     ("effnet_lite3", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 87.0% of 46 decisive probes (bar 90%)",
-    ("effnet_lite4", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 84.8% (AVX2) and 89.1% (AVX-512 VNNI, 2026-12-06) of 46 decisive probes (bar 90%)",
+    ("effnet_lite4", "onnx-int8-dynamic"): "onnx -> int8 dynamic: top-1 agreement 84.8% (AVX2) and 89.1% (AVX-512 VNNI, "
+                                           "2026-12-06) of 46 decisive probes (bar 90%)",
     # The seeded random init in bf16 (run only where the CPU computes bf16), 2026-12-06, a Zen 4 (AVX512-BF16).
     # The f32 check of the same IR passes (max |d| ~1e-5); bf16 itself moves these random networks' answers:
     # PyTorch's own bf16 autocast lands as far (cosine 0.989 / 0.991, agreement 88.0% / 94.8%), and BGR-fed bf16
@@ -52,9 +53,10 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 # init it agreed on 93.5% of 46 decisive probes on an AVX2 Zen 3 (2026-12-05, -06) and on 95.7% (openvino-int8 97.8%)
 # on an AVX-512 VNNI Zen 4 (2026-12-06), where both verify. On the Zen 4 the same file run as its QDQ definition
 # (ORT_DISABLE_ALL, float emulation) agrees on 93.5%, the AVX2 figure, and ONNX Runtime's fused VNNI kernels round
-# one probe the other way (the AVX2 run's file was not compared byte for byte). Lite4's executorch-int8 and tflite-int8, listed here
-# before, verify since their bias correction; lite3's openvino-int8 (NNCF: 91.3%) since it converts onnx-int8's file.
-# Lite4's openvino-int8 fails where its onnx-int8 does, at that shared step (NNCF's own int8 failed at 87.0%).
+# one probe the other way (the AVX2 run's file was not compared byte for byte). Lite4's executorch-int8 and
+# tflite-int8, listed here before, verify since their bias correction; lite3's openvino-int8 (NNCF: 91.3%) since it
+# converts onnx-int8's file. Lite4's openvino-int8 fails where its onnx-int8 does, at that shared step (NNCF's own
+# int8 failed at 87.0%).
 KNOWN_FAILURES_WITHOUT_VNNI: dict[tuple[str, str], str] = {
     ("effnet_lite4", "openvino-int8"): "onnx -> int8 static (QDQ): top-1 agreement 93.5% of 46 decisive probes",
     ("effnet_lite4", "onnx-int8"): "onnx -> int8 static (QDQ): top-1 agreement 93.5% of 46 decisive probes",
