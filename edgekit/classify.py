@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import InvalidSpecError
-from edgekit.images import load_batch
+from edgekit.images import IMAGE_SUFFIXES, image_files, load_batch
 
 
 def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
@@ -21,13 +21,21 @@ def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> lis
     return [{"index": int(i), "name": class_names[i], "probability": float(probabilities[i])} for i in order]
 
 
-def check_inputs(images: list[str | Path], topk: int) -> None:
-    """Refuses missing image files and a top-k below 1, naming them."""
+def image_paths(images: list[str | Path], topk: int) -> list[Path]:
+    """The image files to classify: each file as given, each folder's images (sorted, subfolders included).
+
+    Raises:
+        InvalidSpecError: a missing path, a folder with no images, or a top-k below 1, naming them.
+    """
     if topk < 1:
         raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
-    missing = [str(p) for p in images if not Path(p).is_file()]
+    missing = [str(p) for p in images if not Path(p).exists()]
     if missing:
         raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
+    empty = [str(p) for p in images if Path(p).is_dir() and not image_files(Path(p))]
+    if empty:
+        raise InvalidSpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder(s): {', '.join(empty)}")
+    return [image for p in map(Path, images) for image in (image_files(p) if p.is_dir() else [p])]
 
 
 def classify_images(
@@ -37,14 +45,14 @@ def classify_images(
     num_classes: int | None = None,
     topk: int = 5,
 ) -> list[dict]:
-    """Runs a zoo model on image files with its card's preprocessing; returns the top-k per image."""
+    """Runs a zoo model on image files (or folders of them) with its card's preprocessing; returns the top-k per image."""
     import torch
 
     from edgekit.models import create_model, model_card
 
     card = model_card(model, num_classes=num_classes)
-    check_inputs(images, topk)
+    images = image_paths(images, topk)
     net = create_model(model, weights=weights, num_classes=num_classes)
     with torch.no_grad():
-        logits = net(torch.from_numpy(load_batch([Path(p) for p in images], card))).numpy()
+        logits = net(torch.from_numpy(load_batch(images, card))).numpy()
     return [{"image": str(p), "topk": top_classes(row, card.class_names, min(topk, card.num_classes))} for p, row in zip(images, logits)]

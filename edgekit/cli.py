@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="classify images with a zoo model in PyTorch (the reference)")
     classify.add_argument("model")
-    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
     classify.add_argument("--weights", default="imagenet", help="'imagenet' (offline) or a checkpoint path")
     classify.add_argument("--num-classes", type=int, default=None)
     classify.add_argument("--topk", type=int, default=5)
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="run an exported artifact on images (use this on the device)")
     predict.add_argument("directory", metavar="ARTIFACT_DIR")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--json", action="store_true")
     _signature_option(predict)

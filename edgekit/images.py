@@ -89,6 +89,11 @@ def read_image(path: str | Path, card: ModelCard) -> np.ndarray:
         raise InvalidInputError(f"{path}: not a readable image ({reason})") from None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (subfolders included), sorted by path."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def find_images(root: str | Path, card: ModelCard) -> list[LabelledImage]:
     """Image files under `root`, sorted, each with its label if one can be read.
 
@@ -99,7 +104,7 @@ def find_images(root: str | Path, card: ModelCard) -> list[LabelledImage]:
     root = Path(root)
     if not root.is_dir():
         raise InvalidSpecError(f"image folder {str(root)!r} does not exist or is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(root)
     if not files:
         raise InvalidSpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(root)!r}")
     folders = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.classify import check_inputs, top_classes
+from edgekit.classify import image_paths, top_classes
 from edgekit.images import load_batch
 from edgekit.integrity import check_artifact
 from edgekit.manifest import manifest_card, manifest_contract, read_manifest
@@ -13,23 +13,23 @@ from edgekit.runners import runner_for
 
 def predict(directory: str | Path, images: list[str | Path], topk: int = 5, threads: int | None = None,
             require_signature: str | Path | None = None) -> list[dict]:
-    """Top-k classes for each image, from the artifact in `directory` (its own runtime, no PyTorch model).
+    """Top-k classes for each image (a folder stands for its images), from the artifact in `directory` (its own runtime, no PyTorch model).
 
     The artifact's bytes are checked against its manifest's sha256 before anything loads it, and,
     with `require_signature` (a public key), the folder's signature too.
 
     Raises:
-        InvalidSpecError: no manifest, missing image files, or a bad `topk`.
+        InvalidSpecError: no manifest, missing image files, a folder without images, or a bad `topk`.
         InvalidInputError: an unreadable image or a damaged manifest.
         IntegrityError: the artifact changed since export, or its signature does not verify.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
-    check_inputs(images, topk)
+    images = image_paths(images, topk)
     check_artifact(directory, manifest, require_signature)
     card = manifest_card(manifest)
     contract = manifest_contract(manifest)
-    batch = contract.channel_order_of(load_batch([Path(p) for p in images], contract.preprocessing_card(card)))
+    batch = contract.channel_order_of(load_batch(images, contract.preprocessing_card(card)))
     with runner_for(directory / manifest["artifact"]["file"], contract, threads=threads) as runner:
         logits = runner.infer(batch)
     status = manifest["status"]

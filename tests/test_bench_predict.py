@@ -47,7 +47,7 @@ def test_plot_labels_at_one_height_never_overlap() -> None:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("mobilenet_v2")
-def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path) -> None:
+def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path, tmp_path: Path) -> None:
     artifact = exported("mobilenet_v2", "tflite-int8", weights="imagenet")
     tench = imagenet_sample / "n01440764_tench.JPEG"
     results = predict(artifact.directory, [tench, demo_image()], topk=3)
@@ -56,6 +56,16 @@ def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path) -> None:
     assert results[0]["artifact_status"] == "verified"
     with pytest.raises(InvalidSpecError, match="not found"):
         predict(artifact.directory, [tench.with_name("absent.jpg")])
+    (tmp_path / "photos" / "fish").mkdir(parents=True)
+    (tmp_path / "photos" / "fish" / tench.name).symlink_to(tench)
+    (tmp_path / "photos" / "cat.jpg").symlink_to(demo_image())
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    in_folder = predict(artifact.directory, [tmp_path / "photos"], topk=3)
+    assert [Path(r["image"]).name for r in in_folder] == ["cat.jpg", tench.name]  # sorted by path, subfolders too
+    assert [r["topk"] for r in in_folder] == [results[1]["topk"], results[0]["topk"]]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidSpecError, match="no images .* in folder"):
+        predict(artifact.directory, [tench, tmp_path / "empty"])
 
 
 def test_summary_names_the_fastest_verified_and_the_fastest_within_the_int8_bar() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidInputError
-from edgekit.images import IMAGE_SUFFIXES, load_batch
+from edgekit.images import IMAGE_SUFFIXES, image_files, load_batch
 from edgekit.manifest import MANIFEST, write_json
 
 CHUNK = 32
@@ -121,7 +121,7 @@ def _labelled(root: Path, class_names: list[str]) -> tuple[list[Path], list[int]
                                 f"names ({shown})")
     paths, labels = [], []
     for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        for path in image_files(folder):
             paths.append(path)
             labels.append(index[folder.name])
     if not paths:
