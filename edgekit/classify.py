@@ -45,7 +45,7 @@ def classify_images(
     num_classes: int | None = None,
     topk: int = 5,
 ) -> list[dict]:
-    """Runs a zoo model on image files (or folders of them) with its card's preprocessing; returns the top-k per image."""
+    """Runs a zoo model on image files (or folders of them) with its card's preprocessing; the top-k per image."""
     import torch
 
     from edgekit.models import create_model, model_card

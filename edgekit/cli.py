@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from edgekit.errors import EdgekitError, ExportFailures, MissingBackendError
 
 TRACEBACK_ENV = "EDGEKIT_TRACEBACK"
+# 128 + SIGPIPE, what a shell reports for a program killed writing to a closed pipe.
+BROKEN_PIPE_EXIT = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args) or 0
+        code = args.handler(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at exit
+        return code
     except ExportFailures as exc:
         for artifact in exc.artifacts.values():
             print(artifact.file)
@@ -48,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = exc.args[0] if exc.args else "SIGINT"
         print(f"edgekit: interrupted ({name}); unfinished work was removed", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
+    except BrokenPipeError:  # whoever read stdout stopped (`edgekit targets | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return BROKEN_PIPE_EXIT
     except Exception as exc:  # the last line of defence: one readable line instead of a traceback
         return _unexpected(exc)
 

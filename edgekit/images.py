@@ -59,18 +59,29 @@ def load_batch(paths: list[Path], card: ModelCard) -> np.ndarray:
             others is used: a run on part of the images the user gave would report on a set they
             did not choose.
     """
+    arrays, broken = read_images(paths, card)
+    if broken:
+        raise unreadable_images(broken, len(paths))
+    return np.stack(arrays) if arrays else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
+
+
+def read_images(paths: list[Path], card: ModelCard) -> tuple[list[np.ndarray], list[str]]:
+    """Each readable file preprocessed by `card`, and, for each unreadable one, why (see `unreadable_images`)."""
     arrays, broken = [], []
     for path in paths:
         try:
             arrays.append(read_image(path, card))
         except InvalidInputError as exc:
             broken.append(str(exc))
-    if broken:
-        shown = "\n  ".join(broken[:BROKEN_LIMIT])
-        more = f"\n  ... and {len(broken) - BROKEN_LIMIT} more" if len(broken) > BROKEN_LIMIT else ""
-        raise InvalidInputError(f"{len(broken)} of {len(paths)} image files cannot be read:\n  {shown}{more}\n"
-                                "Remove or replace them; nothing was processed")
-    return np.stack(arrays) if arrays else np.zeros((0, 3, card.input_size, card.input_size), np.float32)
+    return arrays, broken
+
+
+def unreadable_images(broken: list[str], total: int) -> InvalidInputError:
+    """The error for `broken` files (their reasons) among `total`: it names the first few and how many more."""
+    shown = "\n  ".join(broken[:BROKEN_LIMIT])
+    more = f"\n  ... and {len(broken) - BROKEN_LIMIT} more" if len(broken) > BROKEN_LIMIT else ""
+    return InvalidInputError(f"{len(broken)} of {total} image files cannot be read:\n  {shown}{more}\n"
+                             "Remove or replace them; nothing was processed")
 
 
 def read_image(path: str | Path, card: ModelCard) -> np.ndarray:

@@ -9,8 +9,8 @@ import pytest
 
 from edgekit.bench import _label_levels, bench
 from edgekit.calibration import demo_image
-from edgekit.errors import InvalidSpecError
-from edgekit.prediction import predict
+from edgekit.errors import InvalidInputError, InvalidSpecError
+from edgekit.prediction import CHUNK, predict
 
 
 @pytest.mark.slow
@@ -66,6 +66,18 @@ def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path, tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidSpecError, match="no images .* in folder"):
         predict(artifact.directory, [tench, tmp_path / "empty"])
+    many = tmp_path / "many"  # more images than one chunk, and an unreadable one in the second chunk
+    many.mkdir()
+    photos = sorted(imagenet_sample.glob("*.JPEG"))[:CHUNK + 5]
+    for photo in photos:
+        (many / photo.name).symlink_to(photo)
+    chunked = predict(artifact.directory, [many], topk=1)
+    assert [Path(r["image"]).name for r in chunked] == [photo.name for photo in photos]
+    assert [r["topk"] for r in chunked[CHUNK - 1:CHUNK + 1]] == [r["topk"] for r in predict(
+        artifact.directory, photos[CHUNK - 1:CHUNK + 1], topk=1)]
+    (many / "zz_cut_off.jpg").write_bytes(demo_image().read_bytes()[:600])
+    with pytest.raises(InvalidInputError, match=f"1 of {CHUNK + 6} image files cannot be read:\n  .*zz_cut_off"):
+        predict(artifact.directory, [many])
 
 
 def test_summary_names_the_fastest_verified_and_the_fastest_within_the_int8_bar() -> None:

@@ -77,6 +77,16 @@ def test_unreadable_image_given_to_predict(capsys, artifact_copy, broken_image) 
     assert str(broken_image) in err and "nothing was processed" in err
 
 
+def test_a_reader_that_goes_away_stops_the_cli_quietly() -> None:
+    """`edgekit targets | head -1`: stdout's reader closes early; exit 141 (128 + SIGPIPE) and nothing on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "targets"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, err
+    assert err == ""
+
+
 @pytest.mark.parametrize("option", ["--calib", "--data"])
 def test_unreadable_image_in_a_folder_refuses_the_run(capsys, tmp_path, broken_image, option) -> None:
     folder = tmp_path / "images"
