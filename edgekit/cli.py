@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 other failure; 2 bad usage or input (unknown name, bad option, unusable
 weights, unreadable or altered files); 3 parity failed; 4 a backend is missing; 130 and 143 when
-interrupted by SIGINT (Ctrl-C) or SIGTERM, after removing unfinished work.
+interrupted by SIGINT (Ctrl-C) or SIGTERM, after removing unfinished work; 141 when stdout's reader
+went away (`| head`).
 """
 
 from __future__ import annotations
