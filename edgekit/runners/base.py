@@ -54,13 +54,11 @@ class Runner(ABC):
             return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
         if fixed == len(batch):
             return self._infer(batch)
-        if len(batch) % fixed:
-            chunks = [batch[i:i + 1] for i in range(len(batch))] if fixed == 1 else None
-            if chunks is None:
-                raise ValueError(f"{self.name}: batch {len(batch)} is not a multiple of the artifact's batch {fixed}")
-        else:
-            chunks = [batch[i:i + fixed] for i in range(0, len(batch), fixed)]
-        return np.concatenate([self._infer(chunk) for chunk in chunks])
+        count = len(batch)
+        if count % fixed:  # the last call is filled up with copies of the last image, whose logits are dropped
+            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - count % fixed, axis=0)])
+        chunks = [batch[i:i + fixed] for i in range(0, len(batch), fixed)]
+        return np.concatenate([self._infer(chunk) for chunk in chunks])[:count]
 
     def __enter__(self) -> Runner:
         self.activate()

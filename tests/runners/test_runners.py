@@ -42,11 +42,17 @@ def test_fixed_batch_artifact_takes_any_number_of_inputs(exported) -> None:
     artifact = exported("shufflenet_v2_cifar_x0_5", "onnx")
     contract = Contract.from_dict(artifact.manifest["contract"])
     assert contract.batch == 1
-    batch = np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    batch = np.random.default_rng(0).standard_normal((5, 3, 32, 32), dtype=np.float32)
     with runner_for(artifact.file, contract) as runner:
         together = runner.infer(batch)
-        alone = np.concatenate([runner.infer(batch[i:i + 1]) for i in range(3)])
+        alone = np.concatenate([runner.infer(batch[i:i + 1]) for i in range(5)])
     np.testing.assert_array_equal(together, alone)
+    four = exported("shufflenet_v2_cifar_x0_5", "onnx", batch=4)  # `edgekit predict` on 1, 3 or 5 images of it
+    contract = Contract.from_dict(four.manifest["contract"])
+    assert contract.batch == 4
+    with runner_for(four.file, contract) as runner:
+        for count in (1, 3, 4, 5):
+            np.testing.assert_allclose(runner.infer(batch[:count]), alone[:count], rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
