@@ -92,9 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a model to a target, verifying every step")
     export.add_argument("model")
-    export.add_argument("--target", required=True,
+    export.add_argument("--target", required=True, action="append",
                         help="a target, a comma-separated list, 'all', a glob such as 'tflite-*', or a family such as "
-                             "'tflite'; shared steps run once (see 'edgekit targets')")
+                             "'tflite'; may be repeated; shared steps run once (see 'edgekit targets')")
     export.add_argument("--weights", default=None, help="'imagenet' (offline), a checkpoint path, or 'verification' "
                         "(edgekit's verification-only init, effnet_lite3-4); default: seeded random init, "
                         "or the verification init when an int8 target needs one")
@@ -153,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="export (or reuse) targets and measure latency, size, memory, accuracy")
     bench.add_argument("model")
-    bench.add_argument("--targets", default="all", help="'all' or a comma-separated list")
+    bench.add_argument("--targets", action="append",
+                       help="'all' (the default) or a comma-separated list; may be repeated")
     bench.add_argument("--weights", default=None)
     bench.add_argument("--data", default=None, help="labelled images for accuracy and parity")
     bench.add_argument("--runs", type=int, default=50)
@@ -257,7 +258,7 @@ def _export(args: argparse.Namespace) -> int:
     import edgekit
 
     artifact = edgekit.export(
-        args.model, args.target, weights=args.weights, out=args.out, num_classes=args.num_classes,
+        args.model, ",".join(args.target), weights=args.weights, out=args.out, num_classes=args.num_classes,
         input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, calib=args.calib,
         calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
         io_dtype=args.io_dtype, tolerance=_tolerance(args), timeout=args.timeout, workspace_mb=args.workspace_mb,
@@ -355,7 +356,7 @@ def _classify(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from edgekit.bench import bench, summary, table
 
-    result = bench(args.model, args.targets, weights=args.weights, data=args.data, runs=args.runs,
+    result = bench(args.model, ",".join(args.targets or ["all"]), weights=args.weights, data=args.data, runs=args.runs,
                    threads=args.threads, out=args.out)
     header, rows = table(result)
     print(f"{result.model}: {result.threads} threads, fp32 floor {result.matmul_gflops:.0f} GFLOP/s")

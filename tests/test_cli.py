@@ -47,3 +47,12 @@ def test_no_offline_weights_exits_2(tmp_path) -> None:
     result = edgekit("classify", "effnet_b1", str(image))
     assert result.returncode == 2
     assert "no offline source" in result.stderr
+
+
+def test_a_repeated_target_option_adds_targets() -> None:
+    """`--target bogus --target onnx` used to export onnx alone: argparse kept the last one and dropped the rest."""
+    for command in (["export", "shufflenet_v2_cifar_x0_5", "--target"],
+                    ["bench", "shufflenet_v2_cifar_x0_5", "--targets"]):
+        result = edgekit(*command, "bogus", *command[2:], "onnx")
+        assert result.returncode == 2, result.stderr
+        assert "unknown target 'bogus'" in result.stderr
