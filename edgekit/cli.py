@@ -112,8 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an existing artifact folder")
     export.add_argument("--timeout", type=float, default=1800.0, help="seconds each converter step may take")
     export.add_argument("--jobs", type=int, default=None, help="steps run side by side at most (default: 2)")
-    export.add_argument("--keep-float", default="", metavar="LAYERS|auto",
-                        help="onnx-int8: PyTorch module names to keep in float (comma-separated), or 'auto' with "
+    export.add_argument("--keep-float", action="append", default=[], metavar="LAYERS|auto",
+                        help="onnx-int8, openvino-int8, tflite-int8: PyTorch module names to keep in float "
+                             "(comma-separated, may be repeated), or 'auto' with "
                              "--max-drop and --data: the fewest convolutions in float that meet the budget")
     export.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                         help="--keep-float auto: top-1 points the int8 model may lose on --data")
@@ -130,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--calib", default=None, help="--int8: calibration images (folder) or preprocessed array (.npy)")
     engine.add_argument("--calib-size", type=int, default=40)
     engine.add_argument("--data", default=None, help="probe images for verification")
-    engine.add_argument("--fp32-layers", default="", help="comma-separated PyTorch module names to keep in FP32 (see check-fp16)")
+    engine.add_argument("--fp32-layers", action="append", default=[],
+                        help="comma-separated PyTorch module names to keep in FP32 (see check-fp16); may be repeated")
     engine.add_argument("--force", action="store_true")
     engine.add_argument("--timeout", type=float, default=1800.0)
     _signature_option(engine)
@@ -247,7 +249,7 @@ def _build_engine(args: argparse.Namespace) -> int:
     artifact = build_engine(
         args.directory, args.precision, out=args.out, calib=args.calib, calib_size=args.calib_size, data=args.data,
         max_batch=args.max_batch, opt_batch=args.opt_batch, workspace_mb=args.workspace_mb,
-        timing_cache=args.timing_cache, fp32_layers=tuple(n for n in args.fp32_layers.split(",") if n),
+        timing_cache=args.timing_cache, fp32_layers=tuple(n for n in ",".join(args.fp32_layers).split(",") if n),
         force=args.force, tolerance=_tolerance(args), timeout=args.timeout, require_signature=args.require_signature,
     )
     print(artifact.file)
@@ -263,7 +265,7 @@ def _export(args: argparse.Namespace) -> int:
         calib_size=args.calib_size, data=args.data, verify=not args.no_verify, force=args.force,
         io_dtype=args.io_dtype, tolerance=_tolerance(args), timeout=args.timeout, workspace_mb=args.workspace_mb,
         timing_cache=args.timing_cache, max_batch=args.max_batch, opt_batch=args.opt_batch, jobs=args.jobs,
-        keep_float=args.keep_float, max_drop=args.max_drop,
+        keep_float=",".join(args.keep_float), max_drop=args.max_drop,
     )
     for one in artifact.values() if isinstance(artifact, dict) else [artifact]:
         print(one.file)

@@ -25,6 +25,8 @@ def test_torch_onnx_scopes_read_back_as_module_names() -> None:
     (["--target", "executorch-int8", "--keep-float", "features.0.0"], "applies to onnx-int8, openvino-int8, tflite-int8 only"),
     (["--target", "onnx-int8", "--keep-float", "auto"], "needs --max-drop"),
     (["--target", "onnx-int8", "--keep-float", "features.0.9"], "Did you mean 'features.0.2'"),
+    (["--target", "onnx-int8", "--keep-float", "features.0.9", "--keep-float", "features.0.0"],
+     "Did you mean 'features.0.2'"),  # a repeated option adds layers, it does not replace the first
     (["--target", "onnx-int8", "--max-drop", "0.3"], "pass --keep-float auto"),
 ])
 def test_bad_keep_float_options_fail_before_any_conversion(tmp_path, capsys, options, message) -> None:
