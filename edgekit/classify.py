@@ -5,12 +5,16 @@ The top-k helpers serve `edgekit predict` too, which runs without PyTorch, so to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import InvalidSpecError
-from edgekit.images import IMAGE_SUFFIXES, image_files, load_batch
+from edgekit.images import IMAGE_SUFFIXES, image_files, read_images, unreadable_images
+
+# Images read and run at a time by classify and predict.
+CHUNK = 32
 
 
 def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
@@ -38,6 +42,24 @@ def image_paths(images: list[str | Path], topk: int) -> list[Path]:
     return [image for p in map(Path, images) for image in (image_files(p) if p.is_dir() else [p])]
 
 
+def infer_in_chunks(images: list[Path], card, infer: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Logits of `images`, read (preprocessed by `card`) and run `CHUNK` at a time, so a folder of thousands is
+    never one array.
+
+    Raises:
+        InvalidInputError: naming every unreadable file; nothing is returned for the others.
+    """
+    logits, broken = [], []
+    for start in range(0, len(images), CHUNK):
+        arrays, unreadable = read_images(images[start:start + CHUNK], card)
+        broken += unreadable
+        if not broken:
+            logits.append(infer(np.stack(arrays)))
+    if broken:
+        raise unreadable_images(broken, len(images))
+    return np.concatenate(logits)
+
+
 def classify_images(
     model: str,
     images: list[str | Path],
@@ -54,5 +76,5 @@ def classify_images(
     images = image_paths(images, topk)
     net = create_model(model, weights=weights, num_classes=num_classes)
     with torch.no_grad():
-        logits = net(torch.from_numpy(load_batch(images, card))).numpy()
+        logits = infer_in_chunks(images, card, lambda batch: net(torch.from_numpy(batch)).numpy())
     return [{"image": str(p), "topk": top_classes(row, card.class_names, min(topk, card.num_classes))} for p, row in zip(images, logits)]

@@ -10,7 +10,8 @@ import pytest
 from edgekit.bench import _label_levels, bench
 from edgekit.calibration import demo_image
 from edgekit.errors import InvalidInputError, InvalidSpecError
-from edgekit.prediction import CHUNK, predict
+from edgekit.classify import CHUNK, classify_images
+from edgekit.prediction import predict
 
 
 @pytest.mark.slow
@@ -63,6 +64,9 @@ def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path, tmp_path
     in_folder = predict(artifact.directory, [tmp_path / "photos"], topk=3)
     assert [Path(r["image"]).name for r in in_folder] == ["cat.jpg", tench.name]  # sorted by path, subfolders too
     assert [r["topk"] for r in in_folder] == [results[1]["topk"], results[0]["topk"]]
+    reference = classify_images("mobilenet_v2", [tmp_path / "photos"], topk=1)  # classify takes folders too
+    assert [Path(r["image"]).name for r in reference] == ["cat.jpg", tench.name]
+    assert reference[1]["topk"][0]["name"] == "tench"
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidSpecError, match="no images .* in folder"):
         predict(artifact.directory, [tench, tmp_path / "empty"])
