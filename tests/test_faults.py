@@ -174,6 +174,8 @@ def test_non_finite_weights_are_refused_as_weights(capsys, tmp_path) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--calib-size", "0"], "--calib-size must be at least 1"),
     (["--batch", "0"], "--batch must be at least 1"),
+    (["--jobs", "0"], "--jobs must be at least 1"),  # was taken as 1 without a word
+    (["--input-size", "100000"], "input size must be at most 1024"),  # was killed for memory, leaving .partial folders
     (["--calib", "/nonexistent/calib.npy"], "calibration file '/nonexistent/calib.npy' does not exist"),
 ])
 def test_bad_options(capsys, tmp_path, argv, message) -> None:

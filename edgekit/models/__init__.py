@@ -38,11 +38,19 @@ def model_card(name: str, num_classes: int | None = None, input_size: int | None
     return _resized(card, input_size)
 
 
+# Larger inputs would need gigabytes per image: 100000 was killed for memory before any check said why.
+MAX_INPUT_SIZE = 1024
+
+
 def _resized(card: ModelCard, input_size: int | None) -> ModelCard:
     if input_size is None or input_size == card.input_size:
         return card
     if input_size < 32:
         raise InvalidSpecError(f"input size must be at least 32, got {input_size}")
+    if input_size > MAX_INPUT_SIZE:
+        raise InvalidSpecError(f"input size must be at most {MAX_INPUT_SIZE}, got {input_size} (the zoo's models are "
+                               f"made for 32 to 300; at {input_size} one image's activations alone would not fit in "
+                               "memory)")
     return card.replace(input_size=input_size, resize_size=max(card.resize_size * input_size // card.input_size, input_size))
 
 

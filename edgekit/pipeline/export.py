@@ -123,6 +123,8 @@ def export(
         check_module_names(card, keep_float)
     if not timeout > 0:
         raise InvalidSpecError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if jobs is not None and jobs < 1:
+        raise InvalidSpecError(f"--jobs must be at least 1, got {jobs}")
     check_engine_options(workspace_mb, max_batch, opt_batch)
     runnable, skipped, errors = _available(targets, by_pattern)
     if single and errors:
