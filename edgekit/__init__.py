@@ -33,3 +33,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy API too, so `dir(edgekit)` and editors' completion list it."""
+    return sorted({*globals(), *_LAZY})
