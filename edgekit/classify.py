@@ -5,6 +5,7 @@ The top-k helpers serve `edgekit predict` too, which runs without PyTorch, so to
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,14 +26,18 @@ def top_classes(logits: np.ndarray, class_names: tuple[str, ...], k: int) -> lis
     return [{"index": int(i), "name": class_names[i], "probability": float(probabilities[i])} for i in order]
 
 
-def image_paths(images: list[str | Path], topk: int) -> list[Path]:
+def image_paths(images: str | Path | list[str | Path], topk: int) -> list[Path]:
     """The image files to classify: each file as given, each folder's images (sorted, subfolders included).
+
+    One path, not in a list, is one file or folder (a string is not taken for a list of one-letter paths).
 
     Raises:
         InvalidSpecError: a missing path, a folder with no images, or a top-k below 1, naming them.
     """
     if topk < 1:
         raise InvalidSpecError(f"--topk must be at least 1, got {topk}")
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
     missing = [str(p) for p in images if not Path(p).exists()]
     if missing:
         raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
@@ -62,7 +67,7 @@ def infer_in_chunks(images: list[Path], card, infer: Callable[[np.ndarray], np.n
 
 def classify_images(
     model: str,
-    images: list[str | Path],
+    images: str | Path | list[str | Path],
     weights: str | Path | None = "imagenet",
     num_classes: int | None = None,
     topk: int = 5,

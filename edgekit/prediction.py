@@ -10,7 +10,7 @@ from edgekit.manifest import manifest_card, manifest_contract, read_manifest
 from edgekit.runners import runner_for
 
 
-def predict(directory: str | Path, images: list[str | Path], topk: int = 5, threads: int | None = None,
+def predict(directory: str | Path, images: str | Path | list[str | Path], topk: int = 5, threads: int | None = None,
             require_signature: str | Path | None = None) -> list[dict]:
     """Top-k classes for each image (a folder stands for its images), from the artifact in `directory`.
 

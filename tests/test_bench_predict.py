@@ -61,7 +61,7 @@ def test_predict_runs_an_int8_artifact(exported, imagenet_sample: Path, tmp_path
     (tmp_path / "photos" / "fish" / tench.name).symlink_to(tench)
     (tmp_path / "photos" / "cat.jpg").symlink_to(demo_image())
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
-    in_folder = predict(artifact.directory, [tmp_path / "photos"], topk=3)
+    in_folder = predict(artifact.directory, str(tmp_path / "photos"), topk=3)  # one path need not be in a list
     assert [Path(r["image"]).name for r in in_folder] == ["cat.jpg", tench.name]  # sorted by path, subfolders too
     assert [r["topk"] for r in in_folder] == [results[1]["topk"], results[0]["topk"]]
     reference = classify_images("mobilenet_v2", [tmp_path / "photos"], topk=1)  # classify takes folders too
