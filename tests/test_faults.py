@@ -77,6 +77,18 @@ def test_unreadable_image_given_to_predict(capsys, artifact_copy, broken_image) 
     assert str(broken_image) in err and "nothing was processed" in err
 
 
+def test_a_family_of_which_nothing_can_run_is_a_missing_backend(capsys, tmp_path) -> None:
+    """`--target tensorrt` on a machine without TensorRT used to skip all three targets and exit 0, exporting nothing."""
+    from edgekit.targets import get_target, list_targets
+
+    if any(get_target(name).unavailable_reason() is None for name in list_targets() if name.startswith("tensorrt")):
+        pytest.skip("TensorRT is installed here")
+    code, err = run_cli(capsys, "export", MODEL, "--target", "tensorrt", "--out", tmp_path / "out")
+    assert code == 4
+    assert "none of the targets chosen by 'tensorrt' can run here (tensorrt-fp16: needs tensorrt" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_reader_that_goes_away_stops_the_cli_quietly() -> None:
     """`edgekit targets | head -1`: stdout's reader closes early; exit 141 (128 + SIGPIPE) and nothing on stderr."""
     process = subprocess.Popen([sys.executable, "-m", "edgekit.cli", "targets"], stdout=subprocess.PIPE,

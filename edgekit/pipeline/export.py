@@ -129,6 +129,9 @@ def export(
     runnable, skipped, errors = _available(targets, by_pattern)
     if single and errors:
         raise errors[targets[0].name]
+    if not runnable and not errors:  # a family or glob none of whose targets can run here: nothing to do is no success
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        raise MissingBackendError(f"none of the targets chosen by {target!r} can run here ({reasons})")
     out = prepare_out(out)
     for name in runnable:
         final = out / f"{card.name}-{name}"
