@@ -191,8 +191,9 @@ def failures(metrics: Metrics, tolerance: Tolerance) -> list[str]:
                      f"{metrics.decisive_probes} decisive probes")
     if tolerance.needs_decisive and metrics.decisive_probes < MIN_DECISIVE:
         found.append(f"only {metrics.decisive_probes} probes are decisive (top-1 leads by {DECISIVE_MARGIN:.0%} of the "
-                     f"logit range), too few to assess top-1 agreement, and nothing else tells a right quantized "
-                     f"artifact from a wrong one; export trained weights, or pass --data with images the model separates")
+                     f"logit range), too few to assess top-1 agreement (at least {MIN_DECISIVE} are needed), and nothing "
+                     f"else tells a right quantized artifact from a wrong one; export trained weights, or pass --data "
+                     f"with more images the model separates")
     elif tolerance.min_top1_agreement is not None and agreement is not None and agreement < tolerance.min_top1_agreement:
         found.append(f"top-1 agreement {agreement:.1%} over {metrics.decisive_probes} decisive probes "
                      f"is below {tolerance.min_top1_agreement:.0%}")
