@@ -45,6 +45,18 @@ def test_force_replaces_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [f"{SMALL}-onnx"]
 
 
+def test_a_new_untrained_head_is_said_and_recorded(tmp_path: Path, capsys) -> None:
+    """Weights with --num-classes N of another count: the export used to record only the weights' source, as if the
+    artifact's N classes were trained."""
+    torch.save(create_model(SMALL).state_dict(), tmp_path / "ten.pth")
+    artifact = export(SMALL, "onnx", weights=tmp_path / "ten.pth", num_classes=3, out=tmp_path / "out")
+    assert artifact.manifest["weights"]["new_head"] == {"module": "fc", "checkpoint_classes": 10, "classes": 3,
+                                                        "trained": False}
+    assert "fc is a new, untrained 3-class head in place of the checkpoint's 10 classes" in capsys.readouterr().err
+    same = export(SMALL, "onnx", weights=tmp_path / "ten.pth", num_classes=10, out=tmp_path / "same")
+    assert "new_head" not in same.manifest["weights"]
+
+
 def test_parity_failure_is_kept_aside_and_marked(tmp_path: Path) -> None:
     with pytest.raises(ParityError, match="parity broke at step 'onnxsim'") as info:
         export(SMALL, "onnx", out=tmp_path, progress=False, tolerance={"atol": 0.0, "rtol": 0.0})

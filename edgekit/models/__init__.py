@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from edgekit.errors import InvalidSpecError
 from edgekit.models import efficientnet, mobilenetv2, seeded, shufflenetv2  # noqa: F401  (registers the models)
 from edgekit.models._registry import get_builder, get_card, list_models, register_model, resolve_name
 from edgekit.card import ModelCard
-from edgekit.models.weights import checkpoint_metadata, load_weights, weights_path
+from edgekit.models.weights import checkpoint_metadata, head_prefix, load_weights, weights_path
 
 __all__ = ["ModelCard", "create_model", "get_card", "list_models", "model_card", "register_model", "resolve_name"]
 
@@ -110,5 +111,23 @@ def create_model(
             if seed is not None:
                 _SEEDED[card.name, classes, seed] = {k: v.clone() for k, v in model.state_dict().items()}
     if weights is not None:
-        load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
+        replaced = load_weights(model, card, weights_path(card, weights), allow_new_head=num_classes is not None)
+        if replaced is not None:
+            model.replaced_head = {"module": head_prefix(model), "checkpoint_classes": replaced, "classes": classes,
+                                   "trained": False}
     return model.eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _replaced_head(name: str, weights: str, num_classes: int) -> tuple | None:
+    head = getattr(create_model(name, weights=weights, num_classes=num_classes), "replaced_head", None)
+    return None if head is None else tuple(head.items())
+
+
+def replaced_head(name: str, weights: str | Path | None, num_classes: int | None) -> dict | None:
+    """The new, untrained classifier that `create_model(name, weights, num_classes)` puts in place of the checkpoint's
+    (module name, the checkpoint's and the new class counts), or None when the checkpoint's head is kept."""
+    if weights is None or num_classes is None:
+        return None
+    head = _replaced_head(name, str(weights), num_classes)
+    return None if head is None else dict(head)

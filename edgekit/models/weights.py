@@ -157,11 +157,11 @@ def head_prefix(model: nn.Module) -> str:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
 
 
-def load_weights(model: nn.Module, card: ModelCard, path: str | Path, allow_new_head: bool) -> bool:
+def load_weights(model: nn.Module, card: ModelCard, path: str | Path, allow_new_head: bool) -> int | None:
     """Loads a checkpoint strictly into `model`.
 
     With `allow_new_head`, a checkpoint head of another class count is skipped and the model's
-    freshly built head kept. Returns whether that happened.
+    freshly built head kept. Returns the checkpoint head's class count when that happened, else None.
 
     Raises:
         WeightsError: listing missing keys, unexpected keys and shape mismatches.
@@ -188,7 +188,7 @@ def load_weights(model: nn.Module, card: ModelCard, path: str | Path, allow_new_
     if missing or unexpected or shapes:
         raise WeightsError(_mismatch_message(card, path, missing, unexpected, shapes, head))
     model.load_state_dict(state, strict=not replace_head)
-    return replace_head
+    return int(checkpoint_head.shape[0]) if replace_head else None
 
 
 def _mismatch_message(card, path, missing, unexpected, shapes, head) -> str:

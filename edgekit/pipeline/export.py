@@ -22,7 +22,7 @@ from edgekit.card import ModelCard
 from edgekit.contract import Contract
 from edgekit.errors import EdgekitError, ExportFailures, InvalidSpecError, MissingBackendError, ParityError
 from edgekit.manifest import now, sha256_file, tool_versions
-from edgekit.models import create_model, get_card, model_card
+from edgekit.models import create_model, get_card, model_card, replaced_head
 from edgekit.models import seeded, verification
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, ParityReport, StepReport, build_probes
@@ -144,6 +144,12 @@ def export(
     progress_out = Progress(progress, 0)
     if init_note:
         progress_out.say(f"note: {init_note}")
+    head = replaced_head(card.name, weights_file, num_classes)
+    if head is not None:
+        progress_out.say(f"note: {head['module']} is a new, untrained {head['classes']}-class head in place of the "
+                         f"checkpoint's {head['checkpoint_classes']} classes (seeded init): this artifact's predictions "
+                         f"mean nothing until it is trained. Fine-tune first (edgekit train {card.name} --data DIR) "
+                         "and export the checkpoint it writes")
     for name, reason in skipped.items():
         progress_out.say(f"skipping {name}: {reason}")
     artifacts: dict[str, Artifact] = {}
@@ -454,10 +460,14 @@ def _description(target: Target, records) -> str:
 
 
 def _init_record(spec: ExportSpec, card: ModelCard) -> dict:
-    """How the weights were made, where edgekit made them: the verification init, or the seeded random init."""
+    """How the weights were made, where edgekit made them: the verification init, the seeded random init, or a new
+    untrained head in place of the checkpoint's."""
     if spec.weights == verification.KEYWORD:
         return {"init": verification.describe(card)}
-    return {"init": seeded.describe()} if spec.weights is None else {}
+    if spec.weights is None:
+        return {"init": seeded.describe()}
+    head = replaced_head(card.name, spec.weights_file, spec.num_classes)
+    return {} if head is None else {"new_head": head}
 
 
 def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: ExportSpec, calibration, records,
