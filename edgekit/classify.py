@@ -41,10 +41,11 @@ def image_paths(images: str | Path | list[str | Path], topk: int) -> list[Path]:
     missing = [str(p) for p in images if not Path(p).exists()]
     if missing:
         raise InvalidSpecError(f"image file(s) not found: {', '.join(missing)}")
-    empty = [str(p) for p in images if Path(p).is_dir() and not image_files(Path(p))]
+    expanded = [(Path(p), image_files(Path(p)) if Path(p).is_dir() else [Path(p)]) for p in images]
+    empty = [str(path) for path, files in expanded if not files]
     if empty:
         raise InvalidSpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder(s): {', '.join(empty)}")
-    return [image for p in map(Path, images) for image in (image_files(p) if p.is_dir() else [p])]
+    return [file for _, files in expanded for file in files]
 
 
 def infer_in_chunks(images: list[Path], card, infer: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
@@ -118,16 +117,9 @@ def create_model(
     return model.eval()
 
 
-@functools.lru_cache(maxsize=8)
-def _replaced_head(name: str, weights: str, num_classes: int) -> tuple | None:
-    head = getattr(create_model(name, weights=weights, num_classes=num_classes), "replaced_head", None)
-    return None if head is None else tuple(head.items())
-
-
 def replaced_head(name: str, weights: str | Path | None, num_classes: int | None) -> dict | None:
     """The new, untrained classifier that `create_model(name, weights, num_classes)` puts in place of the checkpoint's
     (module name, the checkpoint's and the new class counts), or None when the checkpoint's head is kept."""
     if weights is None or num_classes is None:
         return None
-    head = _replaced_head(name, str(weights), num_classes)
-    return None if head is None else dict(head)
+    return getattr(create_model(name, weights=weights, num_classes=num_classes), "replaced_head", None)

@@ -140,11 +140,12 @@ def export(
     spec = ExportSpec(card.name, ",".join(runnable), None if weights is None else str(weights), weights_file,
                       num_classes, input_size, batch, dynamic_batch, None, io_dtype, timeout, None if data is None else str(data),
                       workspace_mb, None if timing_cache is None else str(timing_cache), max_batch, opt_batch,
-                      keep_float=keep_float, max_drop=max_drop)
+                      keep_float=keep_float, max_drop=max_drop,
+                      new_head=replaced_head(card.name, weights_file, num_classes))
     progress_out = Progress(progress, 0)
     if init_note:
         progress_out.say(f"note: {init_note}")
-    head = replaced_head(card.name, weights_file, num_classes)
+    head = spec.new_head
     if head is not None:
         progress_out.say(f"note: {head['module']} is a new, untrained {head['classes']}-class head in place of the "
                          f"checkpoint's {head['checkpoint_classes']} classes (seeded init): this artifact's predictions "
@@ -466,8 +467,7 @@ def _init_record(spec: ExportSpec, card: ModelCard) -> dict:
         return {"init": verification.describe(card)}
     if spec.weights is None:
         return {"init": seeded.describe()}
-    head = replaced_head(card.name, spec.weights_file, spec.num_classes)
-    return {} if head is None else {"new_head": head}
+    return {} if spec.new_head is None else {"new_head": spec.new_head}
 
 
 def _manifest(target: Target, step, card: ModelCard, contract: Contract, spec: ExportSpec, calibration, records,

@@ -42,6 +42,8 @@ class ExportSpec:
     # top-1 points on the images of `data`.
     keep_float: tuple[str, ...] = ()
     max_drop: float | None = None
+    # The untrained head put in place of the checkpoint's when `num_classes` differs (models.replaced_head), or None.
+    new_head: dict | None = None
 
     @cached_property
     def card(self) -> ModelCard:
