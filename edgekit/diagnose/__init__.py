@@ -59,7 +59,7 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
     directory = Path(artifact_dir)
     manifest = read_manifest(directory)
     artifact = directory / manifest["artifact"]["file"]
-    _check_supported(manifest["target"], artifact)
+    _check_supported(manifest, directory, artifact)
     check_artifact(directory, manifest)
     if threads:
         torch.set_num_threads(threads)
@@ -81,12 +81,50 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
     return report
 
 
-def _check_supported(target: str, artifact: Path) -> None:
+def _check_supported(manifest: dict, directory: Path, artifact: Path) -> None:
     from edgekit.errors import InvalidSpecError
 
-    if artifact.suffix not in SUPPORTED:
-        raise InvalidSpecError(f"diagnose cannot read {target} artifacts ({artifact.name}); supported targets: "
-                               f"{', '.join(supported_targets())}")
+    if artifact.suffix in SUPPORTED:
+        return
+    target = manifest["target"]
+    message = f"diagnose cannot read {target} artifacts ({artifact.name})"
+    source = _readable_source(target)
+    if source is None:
+        raise InvalidSpecError(f"{message}; supported targets: {', '.join(supported_targets())}")
+    sibling = directory.parent / f"{manifest['model']}-{source}"
+    from edgekit.targets import get_target
+
+    if _same_export(manifest, sibling, source):
+        fix = f"run: edgekit diagnose {sibling}"
+    else:
+        same = "weights and calibration" if get_target(source).calibrated else "weights"
+        fix = f"export {source} with the same {same} (edgekit export {manifest['model']} --target {source} ...) and diagnose that folder"
+    raise InvalidSpecError(f"{message}. It is converted from {source}'s {get_target(source).artifact}, which diagnose "
+                           f"reads: {fix}")
+
+
+def _readable_source(target: str) -> str | None:
+    """The readable target whose steps begin `target`'s chain (openvino-int8 converts onnx-int8's file), or None."""
+    from edgekit.targets import get_target
+
+    steps = get_target(target).steps
+    sources = [name for name in supported_targets() if steps[:len(get_target(name).steps)] == get_target(name).steps]
+    return max(sources, key=lambda name: len(get_target(name).steps), default=None)
+
+
+def _same_export(manifest: dict, sibling: Path, target: str) -> bool:
+    """Whether `sibling` holds `target` exported from the same weights with the same calibration as `manifest`."""
+    from edgekit.errors import EdgekitError
+    from edgekit.manifest import read_manifest
+
+    if not (sibling / "manifest.json").is_file():
+        return False
+    try:
+        other = read_manifest(sibling)
+    except EdgekitError:
+        return False
+    return other.get("target") == target and all(other.get(key) == manifest.get(key)
+                                                  for key in ("model", "weights", "calibration", "export"))
 
 
 def _run(tap, images: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:

@@ -107,3 +107,26 @@ def test_bad_input_names_the_supported_targets(tmp_path) -> None:
     args = parser.parse_args(["diagnose", str(tmp_path), "--out", str(tmp_path / "inside")])
     with pytest.raises(InvalidSpecError, match="inside the artifact folder"):
         args.handler(args)
+
+
+def test_an_openvino_int8_folder_points_to_the_file_it_was_converted_from(tmp_path) -> None:
+    calibration = {"source": "edgekit bundled photos", "sha256": "1" * 64}
+    manifest = {"status": "verified", "model": MODEL, "target": "openvino-int8", "precision": "int8",
+                "artifact": {"file": "model.int8.xml", "sha256": "0" * 64}, "card": {"name": MODEL}, "contract": {},
+                "weights": {"source": "imagenet"}, "export": {"batch": 1}, "calibration": calibration}
+    ir = tmp_path / f"{MODEL}-openvino-int8"
+    ir.mkdir()
+    (ir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidSpecError, match="converted from onnx-int8's model.int8.onnx.*export onnx-int8 with "
+                                               "the same weights and calibration") as error:
+        diagnose(ir)
+    assert error.value.exit_code == 2
+    sibling = tmp_path / f"{MODEL}-onnx-int8"
+    sibling.mkdir()
+    other = dict(manifest, target="onnx-int8", artifact={"file": "model.int8.onnx", "sha256": "0" * 64})
+    (sibling / "manifest.json").write_text(json.dumps(dict(other, calibration={"sha256": "2" * 64})))
+    with pytest.raises(InvalidSpecError, match="export onnx-int8"):
+        diagnose(ir)  # calibrated on other images: not the same file
+    (sibling / "manifest.json").write_text(json.dumps(other))
+    with pytest.raises(InvalidSpecError, match=f"run: edgekit diagnose {sibling}$"):
+        diagnose(ir)
