@@ -10,6 +10,7 @@ from edgekit.errors import InvalidSpecError
 from edgekit.training.recipe import DEFAULT_FREEZE_PRETRAINED, Recipe
 
 _DEFAULTS = Recipe()
+MAX_PRINTED = 50  # per-class lines printed; more go to eval.json only
 
 
 def add_commands(subparsers) -> None:
@@ -104,8 +105,11 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"{result.source} ({result.kind}): top-1 {result.top1:.1%}, top-5 {result.top5:.1%} on {result.images} images")
-    for name, score in result.per_class_top1.items():
-        print(f"  {name:<24} {score:6.1%}")
+    if len(result.per_class_top1) <= MAX_PRINTED:
+        for name, score in result.per_class_top1.items():
+            print(f"  {name:<24} {score:6.1%}")
+    else:
+        print(f"  per-class top-1 of {len(result.per_class_top1)} classes: in {result.files['report']}")
     for kind, path in result.files.items():
         print(f"{kind}: {path}", file=sys.stderr)
     return 0

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+MAX_FIGURE_INCHES = 24.0  # 2640 pixels a side at 110 dpi; a 1000-class matrix at 0.6 inch a class ran out of memory
+MAX_NAMED = 80  # classes whose names fit along an axis
+
 
 def check_backends(progress: bool) -> None:
     """Refuses to start a run whose bars or plots could not be drawn at its end, naming the extra."""
@@ -89,13 +92,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
-    """The confusion matrix, true classes as rows, with counts in the cells."""
+    """The confusion matrix, true classes as rows, with counts in the cells (class names up to `MAX_NAMED` classes)."""
     plt = _pyplot()
-    size = max(4.0, 0.6 * len(classes) + 2)
+    size = min(max(4.0, 0.6 * len(classes) + 2), MAX_FIGURE_INCHES)
     figure, axis = plt.subplots(figsize=(size + 1, size))
     image = axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
+    if len(classes) <= MAX_NAMED:
+        axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        axis.set_yticks(range(len(classes)), classes)
     axis.set(xlabel="predicted", ylabel="true", title=title)
     top = max(max(row) for row in matrix) or 1
     if len(classes) <= 30:
