@@ -157,26 +157,28 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("model")
     bench.add_argument("--targets", action="append",
                        help="'all' (the default) or a comma-separated list; may be repeated")
-    bench.add_argument("--weights", default=None)
+    bench.add_argument("--weights", default=None, help="as for export: 'imagenet' (offline), a checkpoint path, or "
+                                                       "'verification'; default: the seeded random init")
     bench.add_argument("--data", default=None, help="labelled images for accuracy and parity")
-    bench.add_argument("--runs", type=int, default=50)
-    bench.add_argument("--threads", type=int, default=2)
-    bench.add_argument("--out", default="edgekit-bench")
+    bench.add_argument("--runs", type=int, default=50, help="timed runs per artifact, after warm-up (default 50)")
+    bench.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
+    bench.add_argument("--out", default="edgekit-bench", help="folder for the artifacts, bench.json and the plot; "
+                                                               "verified artifacts of the same weights there are reused (default edgekit-bench)")
     bench.set_defaults(handler=_bench)
 
     fp16 = commands.add_parser("check-fp16", help="FP16 risk check on the CPU: layer ranges and emulated FP16 parity")
     fp16.add_argument("model")
-    fp16.add_argument("--weights", default=None)
-    fp16.add_argument("--data", default=None)
-    fp16.add_argument("--num-classes", type=int, default=None)
-    fp16.add_argument("--json", action="store_true")
+    fp16.add_argument("--weights", default=None, help="as for export: 'imagenet', a checkpoint path, or 'verification'")
+    fp16.add_argument("--data", default=None, help="images to check on (default: the bundled probe views)")
+    fp16.add_argument("--num-classes", type=int, default=None, help="as for export: the checkpoint's class count")
+    fp16.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fp16.set_defaults(handler=_check_fp16)
 
     predict = commands.add_parser("predict", help="run an exported artifact on images (use this on the device)")
     predict.add_argument("directory", metavar="ARTIFACT_DIR")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
-    predict.add_argument("--topk", type=int, default=5)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _signature_option(predict)
     predict.set_defaults(handler=_predict)
 
