@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="export (or reuse) targets and measure latency, size, memory, accuracy")
     bench.add_argument("model")
     bench.add_argument("--targets", action="append",
-                       help="'all' (the default) or a comma-separated list; may be repeated")
+                       help="as for export: 'all' (the default), a comma-separated list, a glob such as 'onnx*', "
+                            "or a family such as 'tflite'; may be repeated")
     bench.add_argument("--weights", default=None, help="as for export: 'imagenet' (offline), a checkpoint path, or "
                                                        "'verification'; default: the seeded random init")
     bench.add_argument("--data", default=None, help="labelled images for accuracy and parity")

@@ -87,6 +87,10 @@ def test_a_family_of_which_nothing_can_run_is_a_missing_backend(capsys, tmp_path
     assert code == 4
     assert "none of the targets chosen by 'tensorrt' can run here (tensorrt-fp16: needs tensorrt" in err
     assert not (tmp_path / "out").exists()
+    # bench took only names, and measured PyTorch eager before reporting three "unavailable" rows with exit 0
+    code, err = run_cli(capsys, "bench", MODEL, "--targets", "tensorrt", "--out", tmp_path / "bench")
+    assert code == 4 and "none of the targets to bench can run here (tensorrt-fp16: needs tensorrt" in err
+    assert not (tmp_path / "bench").exists()
 
 
 def test_a_reader_that_goes_away_stops_the_cli_quietly() -> None:

@@ -18,7 +18,7 @@ from edgekit.manifest import read_manifest, write_json
 from edgekit.models import get_card, model_card
 from edgekit.manifest import sha256_file
 from edgekit.models.weights import weights_path
-from edgekit.targets import get_target, list_targets
+from edgekit.targets import get_target
 
 MEASURE_TIMEOUT = 900
 
@@ -49,13 +49,24 @@ def bench(
 ) -> BenchResult:
     """Benchmarks `model` on each target with the same thread count, beside PyTorch eager fp32.
 
+    `targets` is what `edgekit export --target` takes: names, "all", a glob or a family ("tflite").
     Artifacts already in `out/artifacts` whose manifest records the same weights are reused.
+
+    Raises:
+        UnknownTargetError, InvalidSpecError: a bad target or option.
+        MissingBackendError: none of the targets can run here.
     """
-    names = list_targets() if targets in ("all", ["all"]) else (targets.split(",") if isinstance(targets, str) else targets)
-    for name in names:
-        get_target(name)
+    from edgekit.pipeline.plan import resolve_targets
+
+    names, _ = resolve_targets(targets)
     if runs < 1 or threads < 1:
         raise InvalidSpecError("--runs and --threads must be at least 1")
+    reasons = {name: get_target(name).unavailable_reason() for name in names}
+    if all(reasons.values()):  # nothing to measure beside PyTorch: no report, as export does
+        from edgekit.errors import MissingBackendError
+
+        raise MissingBackendError("none of the targets to bench can run here ("
+                                  + "; ".join(f"{name}: {reason}" for name, reason in reasons.items()) + ")")
     card = model_card(model)
     if data is not None:
         from edgekit.images import find_images
