@@ -128,3 +128,9 @@ def test_eval_reads_synsets_from_file_names(exported, imagenet_sample: Path, tmp
     (photos / "holiday.jpg").symlink_to(demo_image())
     assert main(["eval", str(artifact.directory), "--data", str(photos), "--out", str(out)]) == 2
     assert "1 of 61 images name no ImageNet synset (holiday.jpg)" in capsys.readouterr().err
+    (photos / "holiday.jpg").unlink()
+    for name in ("n01440764_a_broken.JPEG", "n15075141_z_broken.JPEG"):  # first and second chunk of 32
+        (photos / name).write_bytes(b"not a jpeg")
+    assert main(["eval", str(artifact.directory), "--data", str(photos), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 62 image files cannot be read" in err and "a_broken" in err and "z_broken" in err

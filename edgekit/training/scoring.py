@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidInputError
-from edgekit.images import IMAGE_SUFFIXES, SYNSET, image_files, load_batch
+from edgekit.classify import infer_in_chunks
+from edgekit.images import IMAGE_SUFFIXES, SYNSET, image_files
 from edgekit.manifest import MANIFEST, write_json
 
-CHUNK = 32
 FULL_CONFUSION = 50  # models with more classes get a confusion matrix over the classes present only
 REPORT = "eval.json"
 CONFUSION = "confusion.png"
@@ -60,9 +60,9 @@ def evaluate(source: str | Path, data: str | Path, out: str | Path | None = None
     """
     source = Path(source)
     with ExitStack() as stack:
-        card, infer, kind = _artifact(source, stack) if source.is_dir() else _checkpoint(source)
+        card, reading, infer, kind = _artifact(source, stack) if source.is_dir() else _checkpoint(source)
         paths, labels = _labelled(Path(data), card)
-        logits = np.concatenate([infer(paths[i:i + CHUNK], card) for i in range(0, len(paths), CHUNK)])
+        logits = infer_in_chunks(paths, reading, infer)
     result = _scores(str(source), kind, logits, np.asarray(labels), list(card.class_names))
     out = Path(out) if out is not None else Path("edgekit-eval") / (source.name if kind == "artifact" else source.parent.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,10 +87,10 @@ def _artifact(directory: Path, stack: ExitStack):
     contract = manifest_contract(manifest)
     runner = stack.enter_context(runner_for(directory / manifest["artifact"]["file"], contract))
 
-    def infer(paths: list[Path], card) -> np.ndarray:
-        return runner.infer(contract.channel_order_of(load_batch(paths, contract.preprocessing_card(card))))
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return runner.infer(contract.channel_order_of(batch))
 
-    return card, infer, "artifact"
+    return card, contract.preprocessing_card(card), infer, "artifact"
 
 
 def _checkpoint(path: Path):
@@ -109,11 +109,11 @@ def _checkpoint(path: Path):
     card = model_card(metadata["model"], weights=path)
     net = create_model(metadata["model"], weights=path)
 
-    def infer(paths: list[Path], card) -> np.ndarray:
+    def infer(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return net(torch.from_numpy(load_batch(paths, card))).numpy()
+            return net(torch.from_numpy(batch)).numpy()
 
-    return card, infer, "checkpoint"
+    return card, card, infer, "checkpoint"
 
 
 def _labelled(root: Path, card) -> tuple[list[Path], list[int]]:
