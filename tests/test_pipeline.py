@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,20 @@ def test_force_replaces_atomically(tmp_path: Path) -> None:
     second = export(SMALL, "onnx", out=tmp_path, progress=False, force=True, num_classes=7)
     assert second.manifest["export"]["num_classes"] == 7
     assert [p.name for p in tmp_path.iterdir()] == [f"{SMALL}-onnx"]
+
+
+def test_steps_side_by_side_share_the_cores(tmp_path: Path, monkeypatch) -> None:
+    """Two steps at once each took a thread per core: four spinning OpenMP threads on two cores made a 0.7 s step 5.5 s."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    cores = os.cpu_count() or 1
+    together = export(SMALL, ["torchscript", "onnx"], out=tmp_path / "two", jobs=2, progress=False)
+    assert [a.manifest["steps"][0]["threads"] for a in together.values()] == [max(1, cores // 2)] * 2
+    alone = export(SMALL, "onnx", out=tmp_path / "one", jobs=1, progress=False)
+    assert alone.manifest["steps"][0]["threads"] == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands (PyTorch caps it at the cores)
+    chosen = export(SMALL, "onnx", out=tmp_path / "three", jobs=2, progress=False)
+    assert chosen.manifest["steps"][0]["threads"] == min(3, cores)
 
 
 def test_a_new_untrained_head_is_said_and_recorded(tmp_path: Path, capsys) -> None:

@@ -3,6 +3,11 @@
 A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the parent, which
 stops every child (and whatever the child started) before it removes the work folder. A child
 also dies with its parent, even one killed by SIGKILL (see `worker._die_with_parent`).
+
+Children side by side share the cores: each gets `cpu_count // slots` threads for its OpenMP,
+MKL and OpenBLAS pools (`thread_env`), unless the user set them. With every runtime's default of
+one thread per core, two children ran four OpenMP threads on two cores, whose spin-waiting made
+a 0.7-second torch step take 5.5 seconds (effnet_b0, `--target` of nine targets: 87 s, 65 s so).
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ LOG_TAIL_LINES = 25
 HEARTBEAT_S = 30.0
 STOP_GRACE_S = 3.0
 DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "ENOSPC", "Disk quota exceeded")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(slots: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child that shares the CPU with `slots - 1` others: its share of the cores as
+    every thread pool's size, unless the user set any of them (PyTorch takes the smallest it is given)."""
+    env = dict(os.environ if environ is None else environ)
+    if not any(name in env for name in THREAD_VARIABLES):
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(max(1, (os.cpu_count() or 1) // max(1, slots)))))
+    return env
 
 
 @dataclass
@@ -80,7 +95,7 @@ class Executor:
         request.write_text(json.dumps({"exporter": job.exporter, "input": str(job.source), "output": str(job.output),
                                        "spec": job.spec.to_dict(), "result": str(result), "verify": job.verify,
                                        "parent": os.getpid()}))
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         with open(job.log, "ab") as sink:
             process = subprocess.Popen([sys.executable, "-m", "edgekit.pipeline.worker", str(request)], cwd=folder,
                                        env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -322,7 +322,8 @@ class _Run:
         report = done.report
         contract = contract_with(self.base, report.get("contract", {}))
         record = {"step": node.step.name, "output": node.step.output, "seconds": round(report["seconds"], 2),
-                  "peak_rss_mb": round(report["peak_rss_mb"], 1), "info": report.get("info", {}),
+                  "peak_rss_mb": round(report["peak_rss_mb"], 1), "threads": report.get("threads"),
+                  "info": report.get("info", {}),
                   "notes": report.get("notes", []), "contract": contract.to_dict()}
         line = f"{tag} {record['seconds']:6.1f}s  peak {record['peak_rss_mb']:6.0f} MB"
         passed = True

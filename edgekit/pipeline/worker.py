@@ -38,6 +38,7 @@ def run(request: dict) -> dict:
     result = exporter(source, spec, Path(request["output"])) or {}
     result["seconds"] = time.perf_counter() - started
     result["peak_rss_mb"] = peak_rss_mb()
+    result["threads"] = _threads()
     if request.get("verify"):
         result["parity"] = _verify(Path(request["output"]), result, request["verify"])
     return result
@@ -56,6 +57,14 @@ def _verify(output: Path, result: dict, request: dict) -> dict:
     reference = np.load(request["reference"])
     runner = runner_for(output, contract, threads=request.get("threads"))
     return check(request["step"], runner, reference, probes, Tolerance(**request["tolerance"])).to_dict()
+
+
+def _threads() -> int | None:
+    """The threads this step computed with: PyTorch's pool where it was loaded, else what the parent allotted."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    allotted = os.environ.get("OMP_NUM_THREADS", "")
+    return int(allotted) if allotted.isdigit() else None
 
 
 def peak_rss_mb() -> float:
