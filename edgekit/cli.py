@@ -35,8 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at exit
         return code
     except ExportFailures as exc:
-        for artifact in exc.artifacts.values():
-            print(artifact.file)
+        try:
+            for artifact in exc.artifacts.values():
+                print(artifact.file)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the failure's exit code matters more than the closed pipe's
+            _silence_stdout()
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except EdgekitError as exc:
@@ -54,10 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edgekit: interrupted ({name}); unfinished work was removed", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # whoever read stdout stopped (`edgekit targets | head`): stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        _silence_stdout()
         return BROKEN_PIPE_EXIT
     except Exception as exc:  # the last line of defence: one readable line instead of a traceback
         return _unexpected(exc)
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null after its reader went away: Python's flush at exit would fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _unexpected(exc: BaseException) -> int:

@@ -103,6 +103,19 @@ def test_a_reader_that_goes_away_stops_the_cli_quietly() -> None:
     assert err == ""
 
 
+def test_a_partial_failure_keeps_its_exit_code_when_stdout_is_closed(tmp_path) -> None:
+    """An export with one verified and one refused target prints the verified file; if nobody reads it, the
+    BrokenPipeError used to escape the handler as a traceback. Now: the failure's exit code and message."""
+    command = [sys.executable, "-m", "edgekit.cli", "export", "shufflenet_v2_cifar_x0_5", "--target", "onnx,onnx-int8",
+               "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=600) == 3, err
+    assert "int8 cannot be judged" in err and "Traceback" not in err and "unexpected" not in err
+    assert (tmp_path / "shufflenet_v2_cifar_x0_5-onnx" / "manifest.json").is_file()
+
+
 @pytest.mark.parametrize("option", ["--calib", "--data"])
 def test_unreadable_image_in_a_folder_refuses_the_run(capsys, tmp_path, broken_image, option) -> None:
     folder = tmp_path / "images"
