@@ -188,14 +188,12 @@ def _logits(path: Path, inputs: np.ndarray, batch: int) -> np.ndarray:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    from edgekit.runners.base import fixed_batches
+
     static = isinstance(session.get_inputs()[0].shape[0], int)
-    size = batch if static else 32
-    chunks = []
-    for start in range(0, len(inputs), size):
-        chunk = inputs[start:start + size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)]) if static else chunk
-        chunks.append(session.run(None, {name: padded})[0][:len(chunk)])
-    return np.concatenate(chunks)
+    if not static:
+        return np.concatenate([session.run(None, {name: inputs[i:i + 32]})[0] for i in range(0, len(inputs), 32)])
+    return np.concatenate([session.run(None, {name: group})[0][:count] for group, count in fixed_batches(inputs, batch)])
 
 
 def embed_metadata(path: Path, spec) -> list[str]:

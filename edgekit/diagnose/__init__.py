@@ -129,12 +129,10 @@ def _same_export(manifest: dict, sibling: Path, target: str) -> bool:
 
 def _run(tap, images: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
     """The artifact's tensors for `images`, fed `batch` at a time (the last group padded), stacked."""
-    size = batch or len(images)
-    outputs: list[dict[str, np.ndarray]] = []
-    for start in range(0, len(images), size):
-        group = images[start:start + size]
-        padded = np.concatenate([group, np.repeat(group[-1:], size - len(group), axis=0)])
-        outputs.append({name: value[:len(group)] for name, value in tap.run(padded).items()})
+    from edgekit.runners.base import fixed_batches
+
+    outputs = [{name: value[:count] for name, value in tap.run(group).items()}
+               for group, count in fixed_batches(images, batch or len(images))]
     return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,17 @@ from edgekit.contract import Contract
 
 
 MAX_BATCH = 16
+
+
+def fixed_batches(inputs: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """`inputs` in groups of exactly `size`, each with its count of real inputs: the last group is filled up with
+    copies of the last input, whose outputs the caller drops (`output[:count]`)."""
+    for start in range(0, len(inputs), size):
+        group = inputs[start:start + size]
+        count = len(group)
+        if count < size:
+            group = np.concatenate([group, np.repeat(group[-1:], size - count, axis=0)])
+        yield group, count
 
 
 class Runner(ABC):
@@ -52,13 +64,7 @@ class Runner(ABC):
         if fixed is None:
             step = self.max_batch
             return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
-        if fixed == len(batch):
-            return self._infer(batch)
-        count = len(batch)
-        if count % fixed:  # the last call is filled up with copies of the last image, whose logits are dropped
-            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - count % fixed, axis=0)])
-        chunks = [batch[i:i + fixed] for i in range(0, len(batch), fixed)]
-        return np.concatenate([self._infer(chunk) for chunk in chunks])[:count]
+        return np.concatenate([self._infer(group)[:count] for group, count in fixed_batches(batch, fixed)])
 
     def __enter__(self) -> Runner:
         self.activate()
