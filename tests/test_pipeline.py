@@ -55,6 +55,8 @@ def test_steps_side_by_side_share_the_cores(tmp_path: Path, monkeypatch) -> None
     assert [a.manifest["steps"][0]["threads"] for a in together.values()] == [max(1, cores // 2)] * 2
     alone = export(SMALL, "onnx", out=tmp_path / "one", jobs=1, progress=False)
     assert alone.manifest["steps"][0]["threads"] == cores
+    chain = export(SMALL, "onnx", out=tmp_path / "chain", jobs=2, progress=False)  # one step at a time: all cores
+    assert chain.manifest["steps"][0]["threads"] == cores
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands (PyTorch caps it at the cores)
     chosen = export(SMALL, "onnx", out=tmp_path / "three", jobs=2, progress=False)
     assert chosen.manifest["steps"][0]["threads"] == min(3, cores)

@@ -227,7 +227,8 @@ class _Run:
         sweep_stale(self.out)
         claims: dict[str, Path] = {}
         work = None
-        executor = Executor(self.jobs or min(2, os.cpu_count() or 1), self.progress.say)
+        branches = sum(1 for node in self.plan.nodes if not self.plan.children(node))  # steps that can run at once
+        executor = Executor(min(self.jobs or min(2, os.cpu_count() or 1), branches), self.progress.say)
         try:
             for target in self.targets:
                 claims[target.name] = claim(self.out / f".{self.card.name}-{target.name}.partial")
