@@ -83,6 +83,7 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
 
 def _check_supported(manifest: dict, directory: Path, artifact: Path) -> None:
     from edgekit.errors import InvalidSpecError
+    from edgekit.targets import get_target
 
     if artifact.suffix in SUPPORTED:
         return
@@ -92,8 +93,6 @@ def _check_supported(manifest: dict, directory: Path, artifact: Path) -> None:
     if source is None:
         raise InvalidSpecError(f"{message}; supported targets: {', '.join(supported_targets())}")
     sibling = directory.parent / f"{manifest['model']}-{source}"
-    from edgekit.targets import get_target
-
     if _same_export(manifest, sibling, source):
         fix = f"run: edgekit diagnose {sibling}"
     else:
