@@ -86,19 +86,19 @@ def bench(
                     "warmup": warmup, "threads": threads, "model": reference}, out)
     result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0,
                         **eager})
-    failed = _export_together(card.name, names, weights, weights_sha, data, out / "artifacts", progress)
+    available = [name for name in names if not reasons[name]]
+    failed = _export_together(card.name, available, weights, weights_sha, data, out / "artifacts", progress)
     for name in names:
         result.rows.append(_bench_target(card.name, name, weights, weights_sha, data, runs, warmup, threads, out, progress,
-                                         failed.get(name)))
+                                         reasons[name], failed.get(name)))
     _context_columns(result, card.macs)
     result.files = _write_reports(result, out)
     return result
 
 
 def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threads, out, progress,
-                  failed: EdgekitError | None = None) -> dict[str, Any]:
+                  reason: str | None = None, failed: EdgekitError | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"target": target}
-    reason = get_target(target).unavailable_reason()
     if reason:
         return row | {"status": "unavailable", "reason": reason}
     failure = None
@@ -149,15 +149,15 @@ def _reusable(directory: Path, weights_sha, data) -> bool:
 
 
 def _export_together(model, names, weights, weights_sha, data, artifacts: Path, progress) -> dict[str, EdgekitError]:
-    """Exports every available target that has no reusable artifact in one run, so they share their steps.
+    """Exports every target of `names` (all available here) that has no reusable artifact in one run, so they share
+    their steps.
 
     Returns the targets that failed, with their errors; each becomes its row's status.
     """
     from edgekit import export
     from edgekit.errors import ExportFailures
 
-    todo = [n for n in names if get_target(n).unavailable_reason() is None
-            and not _reusable(artifacts / f"{model}-{n}", weights_sha, data)]
+    todo = [n for n in names if not _reusable(artifacts / f"{model}-{n}", weights_sha, data)]
     if len(todo) > 1:
         try:
             export(model, todo, weights=weights, out=artifacts, data=data, force=True, progress=progress)
