@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -120,23 +121,31 @@ def find_images(root: str | Path, card: ModelCard) -> list[LabelledImage]:
         raise InvalidSpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {str(root)!r}")
     folders = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root})
     folder_labels = _folder_labels(folders, card) if folders and all(p.parent != root for p in files) else {}
-    synsets = {synset: index for index, synset, _ in imagenet_classes()} if card.label_set == "imagenet-1k" else {}
+    imagenet = card.label_set == "imagenet-1k"
     labelled = []
     for path in files:
-        label = None
-        match = SYNSET.search(path.name)
         if folder_labels:
             label = folder_labels[path.relative_to(root).parts[0]]
-        elif match and match.group(0) in synsets:
-            label = synsets[match.group(0)]
+        else:
+            label = synset_label(path.name) if imagenet else None
         labelled.append(LabelledImage(path, label))
     return labelled
 
 
+def synset_label(name: str) -> int | None:
+    """The ImageNet-1k class index of the synset in a file or folder name (`n01440764_tench.JPEG`), or None."""
+    match = SYNSET.search(name)
+    return _synset_indices().get(match.group(0)) if match else None
+
+
+@lru_cache(maxsize=1)
+def _synset_indices() -> dict[str, int]:
+    return {synset: index for index, synset, _ in imagenet_classes()}
+
+
 def _folder_labels(folders: list[str], card: ModelCard) -> dict[str, int]:
     if card.label_set == "imagenet-1k" and all(SYNSET.fullmatch(f) for f in folders):
-        synsets = {synset: index for index, synset, _ in imagenet_classes()}
-        return {f: synsets[f] for f in folders if f in synsets}
+        return {f: label for f in folders if (label := synset_label(f)) is not None}
     names = {name: index for index, name in enumerate(card.class_names)}
     if all(f in names for f in folders):
         return {f: names[f] for f in folders}

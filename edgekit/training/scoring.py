@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekit.errors import InvalidInputError
 from edgekit.classify import infer_in_chunks
-from edgekit.images import IMAGE_SUFFIXES, SYNSET, image_files
+from edgekit.images import IMAGE_SUFFIXES, image_files, synset_label
 from edgekit.manifest import MANIFEST, write_json
 
 FULL_CONFUSION = 50  # models with more classes get a confusion matrix over the classes present only
@@ -143,11 +143,8 @@ def _labelled(root: Path, card) -> tuple[list[Path], list[int]]:
 
 def _synset_labels(root: Path) -> tuple[list[Path], list[int]] | None:
     """Images labelled by the ImageNet synset in their names; None when no name has one. Raises if only some do."""
-    from edgekit.card import imagenet_classes
-
-    synsets = {synset: index for index, synset, _ in imagenet_classes()}
     paths = image_files(root)
-    labels = [synsets.get(match.group(0)) if (match := SYNSET.search(p.name)) else None for p in paths]
+    labels = [synset_label(p.name) for p in paths]
     unlabelled = [p.name for p, label in zip(paths, labels) if label is None]
     if len(unlabelled) == len(paths):
         return None
