@@ -13,6 +13,11 @@ from torch import nn
 # call is slow where the cores are shared, the final program keeps the spec's fixed batch.
 CALIBRATION_BATCH = 8
 
+# Imported by the step server before it forks an ExecuTorch step (see `edgekit.pipeline.forkserver`).
+PRELOAD = ("torchao.quantization.pt2e.quantize_pt2e", "executorch.exir",
+           "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+           "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch.extension.pybindings.portable_lib")
+
 
 def _example(spec) -> torch.Tensor:
     size = spec.card.input_size

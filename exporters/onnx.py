@@ -15,6 +15,9 @@ OUTPUT_NAME = "logits"
 # step info already says what it did, so they are dropped from the artifact.
 ONNXSIM_KEY_PREFIX = "onnxsim."
 
+# Imported by the step server before it forks an ONNX step (see `edgekit.pipeline.forkserver`).
+PRELOAD = ("onnx", "onnxsim", "onnxruntime", "onnxruntime.quantization")
+
 
 def export_onnx(model: nn.Module, spec, out: Path) -> dict:
     """torch.onnx.export (TorchScript-based exporter, opset 17), static shape unless dynamic batch."""

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from edgekit.runners.openvino_runner import compile_model, device_info
 
+# Imported by the step server before it forks an OpenVINO step (see `edgekit.pipeline.forkserver`).
+PRELOAD = ("openvino", "onnx")
+
 
 def convert_openvino(onnx_file: Path, spec, out: Path) -> dict:
     """`openvino.convert_model` on the ONNX file; fp32 weights, inference pinned to f32.

@@ -18,6 +18,9 @@ from edgekit.backends import require
 from edgekit.gpu import DeviceMemory, device_info
 
 WORKSPACE_MB = 2048
+# CUDA cannot run in a process forked from one that initialised it: TensorRT steps start a fresh interpreter
+# (see `edgekit.pipeline.forkserver`).
+FRESH_PROCESS = True
 
 
 @dataclass(frozen=True)

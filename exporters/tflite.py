@@ -23,6 +23,10 @@ PIXEL_INPUT = {"layout": "NHWC", "normalization": "graph"}
 # step can name TFLite ops by their PyTorch modules (--keep-float).
 LAYERS_FILE = "edgekit_layers.json"
 
+# Imported by the step server before it forks a TFLite step (see `edgekit.pipeline.forkserver`).
+PRELOAD = ("tensorflow", "onnx2tf", "onnx", "ai_edge_litert.interpreter",
+           "mediapipe.tasks.python.metadata.metadata_writers.metadata_writer")
+
 # onnx2tf 1.29 downloads this sample from GitHub unless the file already exists in its working
 # directory. edgekit writes it from its bundled photos (onnx2tf uses it only when asked to
 # quantize, which edgekit does not ask).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.exporters.tflite import LAYERS_FILE, PIXEL_INPUT, tf_converter
+from edgekit.exporters.tflite import LAYERS_FILE, PIXEL_INPUT, PRELOAD, tf_converter  # noqa: F401 - PRELOAD: see forkserver
 from edgekit.exporters.tflite_metadata import export_card, pixel_grid_notes, to_pixels, write_metadata
 
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

@@ -272,10 +272,11 @@ def _start_export(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _wait_for_conversion(out: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Waits until a converter child is running the onnxsim step (its request file exists)."""
+    """Waits until a converter child is running the onnxsim step: its request file exists, and the step server
+    has forked the child (the server and the child both show in /proc)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if list(out.glob(".*.partial/.model.onnx.request.json")):
+        if list(out.glob(".*.partial/.model.onnx.request.json")) and len(_workers(out)) >= 2:
             return
         if process.poll() is not None:
             pytest.fail(f"the export ended (rc {process.returncode}) before its conversion started: "
@@ -291,7 +292,7 @@ def _workers(out: Path) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "edgekit.pipeline.worker" in cmdline and str(out) in cmdline:
+        if "edgekit.pipeline.forkserver" in cmdline and str(out) in cmdline:  # the step server and its children
             found.append(cmdline)
     return found
 

@@ -62,6 +62,55 @@ def test_steps_side_by_side_share_the_cores(tmp_path: Path, monkeypatch) -> None
     assert chosen.manifest["steps"][0]["threads"] == min(3, cores)
 
 
+def test_steps_are_forked_by_one_server_and_a_killed_step_is_named(tmp_path: Path) -> None:
+    """Each step is a child of the step server, in a session of its own; a step killed by a signal fails alone."""
+    import signal
+
+    from edgekit.pipeline.execute import Executor, Job
+    from edgekit.pipeline.spec import ExportSpec
+
+    spec = ExportSpec(model="mobilenet_v2", target="onnx")
+    executor = Executor(2)
+    try:
+        for key in ("a", "b"):
+            (tmp_path / key).mkdir()
+            executor.start(Job(key, "onnx:export_onnx", "model", tmp_path / key / "model.onnx", spec, tmp_path / f"{key}.log"))
+        children = {key: executor.running[key].process.pid for key in ("a", "b")}
+        server = executor.server.process.pid
+        for pid in children.values():
+            assert os.getsid(pid) == pid
+            assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == server
+        os.kill(children["a"], signal.SIGKILL)
+        done = {}
+        while executor.running:
+            done.update({d.job.key: d for d in executor.wait()})
+    finally:
+        executor.stop_all()
+    assert "was killed by signal 9" in str(done["a"].error) and str(tmp_path / "a.log") in str(done["a"].error)
+    assert done["b"].error is None and (tmp_path / "b" / "model.onnx").stat().st_size > 10_000_000
+    assert executor.server.process.poll() is not None, "the server ends with the export"
+
+
+def test_a_cuda_step_starts_a_fresh_interpreter(tmp_path: Path) -> None:
+    """TensorRT's steps (FRESH_PROCESS) run `python -m edgekit.pipeline.worker`, not in a forked copy of the server."""
+    import json
+
+    from edgekit.pipeline.forkserver import ForkServer
+    from edgekit.pipeline.spec import ExportSpec
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"exporter": "tensorrt:engine_fp16", "input": str(tmp_path / "missing.onnx"),
+                                   "output": str(tmp_path / "model.engine"), "result": str(tmp_path / "result.json"),
+                                   "spec": ExportSpec(model=SMALL, target="tensorrt-fp16").to_dict(), "verify": None}))
+    server = ForkServer(tmp_path, dict(os.environ), tmp_path / "server.log")
+    try:
+        assert server.fork("k", request, tmp_path / "step.log", tmp_path, "tensorrt:engine_fp16").wait(120) == 1
+    finally:
+        server.close()
+    log = (tmp_path / "step.log").read_text()
+    assert 'edgekit/pipeline/worker.py", line' in log and "in <module>" in log, log  # run as __main__
+
+
 def test_a_new_untrained_head_is_said_and_recorded(tmp_path: Path, capsys) -> None:
     """Weights with --num-classes N of another count: the export used to record only the weights' source, as if the
     artifact's N classes were trained."""

@@ -1,6 +1,7 @@
 """Runs export steps in child processes, several side by side, each with a time limit and a log.
 
-A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the parent, which
+The children are forked by one step server per export (see `forkserver`), which imports each
+library once. A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the parent, which
 stops every child (and whatever the child started) before it removes the work folder. A child
 also dies with its parent, even one killed by SIGKILL (see `worker._die_with_parent`).
 
@@ -16,13 +17,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, ExportError
+from edgekit.pipeline.forkserver import Child, ForkServer
 from edgekit.pipeline.spec import ExportSpec
 from edgekit.pipeline.staging import disk_error
 
@@ -68,7 +69,7 @@ class Done:
 @dataclass
 class _Running:
     job: Job
-    process: subprocess.Popen
+    process: Child
     request: Path
     result: Path
     started: float
@@ -82,24 +83,23 @@ class Executor:
         self.slots = max(1, slots)
         self.say = say or (lambda text: None)
         self.running: dict[str, _Running] = {}
+        self.server: ForkServer | None = None
 
     @property
     def free(self) -> int:
         return self.slots - len(self.running)
 
     def start(self, job: Job) -> None:
-        """Launches `job` in `python -m edgekit.pipeline.worker`, working in its output's folder."""
+        """Has the step server fork a child that runs `job`, working in its output's folder."""
         folder = job.output.parent
         request = folder / f".{job.output.name}.request.json"
         result = folder / f".{job.output.name}.result.json"
         request.write_text(json.dumps({"exporter": job.exporter, "input": str(job.source), "output": str(job.output),
-                                       "spec": job.spec.to_dict(), "result": str(result), "verify": job.verify,
-                                       "parent": os.getpid()}))
-        env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        with open(job.log, "ab") as sink:
-            process = subprocess.Popen([sys.executable, "-m", "edgekit.pipeline.worker", str(request)], cwd=folder,
-                                       env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+                                       "spec": job.spec.to_dict(), "result": str(result), "verify": job.verify}))
+        if self.server is None or not self.server.alive:
+            env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+            self.server = ForkServer(folder, env, job.log.with_name("step-server.log"))
+        process = self.server.fork(job.key, request, job.log, folder, job.exporter)
         now = time.monotonic()
         self.running[job.key] = _Running(job, process, request, result, now, now)
 
@@ -126,6 +126,8 @@ class Executor:
             _signal_group(run.process, signal.SIGKILL)
             run.process.wait()
         self.running.clear()
+        if self.server is not None:
+            self.server.close()
 
     def _over(self, run: _Running) -> bool:
         return run.process.poll() is not None or time.monotonic() - run.started > run.job.spec.timeout
@@ -167,7 +169,7 @@ def _failure(job: Job, code: int) -> EdgekitError:
     return ExportError(f"{job.exporter} {how}. Last lines of its log ({job.log}):\n{log_tail}")
 
 
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
+def _signal_group(process: Child, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):

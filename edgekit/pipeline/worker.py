@@ -1,4 +1,5 @@
-"""Runs one export step in a child process: `python -m edgekit.pipeline.worker REQUEST.json`.
+"""Runs one export step in a child process forked by the step server (see `forkserver`), or in a fresh
+interpreter for steps that need one: `python -m edgekit.pipeline.worker REQUEST.json`.
 
 Converters crash, hang and print; here they do it in a process of their own, whose output goes
 to a log file and whose time is limited by the parent. When asked, the same process then
@@ -85,13 +86,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def main() -> int:
-    request = json.loads(Path(sys.argv[1]).read_text())
-    _die_with_parent(int(request.get("parent", os.getppid())))
+def execute(request_file: Path) -> int:
+    """Runs the step that `request_file` describes and writes its report where the request says."""
+    request = json.loads(request_file.read_text())
     result = run(request)
     Path(request["result"]).write_text(json.dumps(result, default=str))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(execute(Path(sys.argv[1])))
