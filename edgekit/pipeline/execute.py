@@ -89,6 +89,11 @@ class Executor:
     def free(self) -> int:
         return self.slots - len(self.running)
 
+    def warm(self, home: Path, log: Path) -> None:
+        """Starts the step server, which imports what every step needs while the caller prepares the first."""
+        env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        self.server = ForkServer(home, env, log)
+
     def start(self, job: Job) -> None:
         """Has the step server fork a child that runs `job`, working in its output's folder."""
         folder = job.output.parent
@@ -97,8 +102,7 @@ class Executor:
         request.write_text(json.dumps({"exporter": job.exporter, "input": str(job.source), "output": str(job.output),
                                        "spec": job.spec.to_dict(), "result": str(result), "verify": job.verify}))
         if self.server is None or not self.server.alive:
-            env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-            self.server = ForkServer(folder, env, job.log.with_name("step-server.log"))
+            self.warm(folder, job.log.with_name("step-server.log"))
         process = self.server.fork(job.key, request, job.log, folder, job.exporter)
         now = time.monotonic()
         self.running[job.key] = _Running(job, process, request, result, now, now)

@@ -235,6 +235,7 @@ class _Run:
             work = claim(self.out / f".{self.card.name}.steps-{os.getpid()}.partial")
             self.claims, self.work = claims, work
             (work / "logs").mkdir()
+            executor.warm(work, work / "logs" / "step-server.log")
             self._prepare(work)
             self._announce(executor.slots)
             self._run_nodes(executor)

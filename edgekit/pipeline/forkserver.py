@@ -137,6 +137,8 @@ def serve() -> int:
     from edgekit.pipeline.worker import _die_with_parent
 
     _die_with_parent(os.getppid())
+    for name in BASE_PRELOAD:  # while the export computes its reference
+        _import(name)
     children: set[int] = set()
     pending = b""
     while True:
@@ -168,7 +170,7 @@ def _preload(exporter: str) -> bool:
     _import(module)
     if getattr(sys.modules.get(module), "FRESH_PROCESS", False):
         return True
-    for name in (*BASE_PRELOAD, *getattr(sys.modules.get(module), "PRELOAD", ())):
+    for name in getattr(sys.modules.get(module), "PRELOAD", ()):
         _import(name)
     return False
 

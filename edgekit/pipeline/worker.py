@@ -69,7 +69,8 @@ def _threads() -> int | None:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would include the parent's."""
+    """This process's peak resident memory (VmHWM). A forked step's includes the pages it shares with the step
+    server (the libraries it imported); ru_maxrss would also count its children's."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
