@@ -8,7 +8,9 @@ module and what that module lists in `PRELOAD`; the forked child then is what a 
 was: a session of its own (the parent stops it, and whatever it started, by its process group), its
 output in the step's log, its working folder the output's, killed when the server dies, which is
 killed when the export dies. Nothing runs in the server but imports, so no thread pool of torch,
-TensorFlow or ONNX Runtime exists when it forks. A step whose module sets `FRESH_PROCESS` (TensorRT,
+TensorFlow or ONNX Runtime exists when it forks: a warm-up that built XNNPACK's pattern graphs in the
+server (2-4 s of every ExecuTorch step's first lowering) started PyTorch's OpenMP pool, and the forked
+child then hung on a futex in its first parallel region. A step whose module sets `FRESH_PROCESS` (TensorRT,
 which needs CUDA) replaces its forked child with a fresh interpreter, as every step had before.
 
 Protocol: the parent writes one JSON line per step to the server's stdin; the server answers
