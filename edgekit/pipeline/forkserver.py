@@ -66,8 +66,10 @@ class ForkServer:
         deadline = time.monotonic() + REPLY_TIMEOUT_S
         while key not in self.started and not self.closed and time.monotonic() < deadline:
             self._read(0.1)
-        if key not in self.started:
-            raise ExportError(f"the step server stopped before it started {exporter}. Its log: {self.log}")
+        if key not in self.started:  # its log lies in the work folder, which the export removes: quote it
+            lines = self.log.read_text(errors="replace").splitlines()[-25:] if self.log.is_file() else []
+            raise ExportError(f"the step server stopped before it started {exporter}. Last lines of its log:\n"
+                              + "\n".join("    " + line for line in lines))
         return Child(self, self.started.pop(key))
 
     def returncode(self, pid: int) -> int | None:
