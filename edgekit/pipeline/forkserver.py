@@ -2,8 +2,8 @@
 
 Every step used to start a fresh interpreter and import its libraries again: torch costs 1.9 s of
 CPU, TensorFlow 5 s, ExecuTorch's `exir` 6 s, so an export of fifteen targets spent about a third
-of its CPU time importing. The server (`python -m edgekit.pipeline.forkserver HOME`) is started by
-the executor with the steps' environment. Before it forks a step it imports the step's exporter
+of its CPU time importing. The server (`python -m edgekit.pipeline.forkserver HOME EXPORT_PID`) is
+started by the executor with the steps' environment. Before it forks a step it imports the step's exporter
 module and what that module lists in `PRELOAD`; the forked child then is what a fresh step process
 was: a session of its own (the parent stops it, and whatever it started, by its process group), its
 output in the step's log, its working folder the output's, killed when the server dies, which is
@@ -43,7 +43,8 @@ class ForkServer:
     def __init__(self, home: Path, env: dict[str, str], log: Path) -> None:
         self.log = log
         with open(log, "ab") as sink:
-            self.process = subprocess.Popen([sys.executable, "-m", "edgekit.pipeline.forkserver", str(home)], cwd=home,
+            self.process = subprocess.Popen([sys.executable, "-m", "edgekit.pipeline.forkserver", str(home),
+                                             str(os.getpid())], cwd=home,
                                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sink,
                                             start_new_session=True)
         self.codes: dict[int, int] = {}
@@ -136,11 +137,12 @@ class Child:
 # --- the server side ------------------------------------------------------------------------------
 
 
-def serve() -> int:
-    """Reads step requests from stdin and forks a child for each until stdin closes."""
+def serve(parent: int) -> int:
+    """Reads step requests from stdin and forks a child for each until stdin closes. Dies with `parent`, the export,
+    even one killed before this process asked to die with it."""
     from edgekit.pipeline.worker import _die_with_parent
 
-    _die_with_parent(os.getppid())
+    _die_with_parent(parent)
     for name in BASE_PRELOAD:  # while the export computes its reference
         _import(name)
     children: set[int] = set()
@@ -262,4 +264,4 @@ def _kill_group(pid: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(serve(int(sys.argv[2])))
