@@ -1,9 +1,10 @@
 """Runs export steps in child processes, several side by side, each with a time limit and a log.
 
 The children are forked by one step server per export (see `forkserver`), which imports each
-library once. A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the parent, which
-stops every child (and whatever the child started) before it removes the work folder. A child
-also dies with its parent, even one killed by SIGKILL (see `worker._die_with_parent`).
+library once. A child runs in a session of its own, so a Ctrl-C at the terminal reaches only the
+parent, which stops every child (and whatever the child started) before it removes the work folder.
+A child dies with the server and the server with the export, even one killed by SIGKILL (see
+`worker._die_with_parent`).
 
 Children side by side share the cores: each gets `cpu_count // slots` threads for its OpenMP,
 MKL and OpenBLAS pools (`thread_env`), unless the user set them. With every runtime's default of

@@ -78,7 +78,8 @@ def peak_rss_mb() -> float:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Asks Linux to kill this process when the export that started it dies, even by SIGKILL."""
+    """Asks Linux to kill this process when `parent`, the process that started it, dies, even by SIGKILL; exits at
+    once if `parent` is already gone."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
