@@ -271,12 +271,17 @@ def _start_export(out: Path, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _wait_for_conversion(out: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for_conversion(out: Path, process: subprocess.Popen, timeout: float = 120.0, freeze: bool = False) -> None:
     """Waits until a converter child is running the onnxsim step: its request file exists, and the step server
-    has forked the child (the server and the child both show in /proc)."""
+    has forked the child (the server and the child both show in /proc). With `freeze` the child is stopped
+    (SIGSTOP), so that the export cannot finish before the test acts on it: onnxsim takes 0.3 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if list(out.glob(".*.partial/.model.onnx.request.json")) and len(_workers(out)) >= 2:
+        workers = _workers(out)
+        if list(out.glob(".*.partial/.model.onnx.request.json")) and len(workers) >= 2:
+            for pid in workers if freeze else ():
+                if _parent(pid) != process.pid:  # not the server: a step it forked
+                    os.kill(pid, signal.SIGSTOP)
             return
         if process.poll() is not None:
             pytest.fail(f"the export ended (rc {process.returncode}) before its conversion started: "
@@ -285,16 +290,21 @@ def _wait_for_conversion(out: Path, process: subprocess.Popen, timeout: float = 
     pytest.fail("the conversion step never started")
 
 
-def _workers(out: Path) -> list[str]:
-    found = []
+def _workers(out: Path) -> dict[int, str]:
+    """The step server of the export into `out` and the steps it forked (their command line is the server's)."""
+    found = {}
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "edgekit.pipeline.forkserver" in cmdline and str(out) in cmdline:  # the step server and its children
-            found.append(cmdline)
+        if "edgekit.pipeline.forkserver" in cmdline and str(out) in cmdline:
+            found[int(proc.name)] = cmdline
     return found
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 @pytest.mark.slow
@@ -306,7 +316,7 @@ def test_interrupted_export_removes_its_work_and_keeps_the_old_artifact(onnx_art
     shutil.copytree(onnx_artifact, existing)
     before = tree_digest(existing)
     process = _start_export(out, "--force")
-    _wait_for_conversion(out, process)
+    _wait_for_conversion(out, process, freeze=True)
     os.kill(process.pid, sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + sig
@@ -314,7 +324,7 @@ def test_interrupted_export_removes_its_work_and_keeps_the_old_artifact(onnx_art
     assert leftovers(out) == []
     assert tree_digest(existing) == before
     time.sleep(0.5)
-    assert _workers(out) == []
+    assert _workers(out) == {}
 
 
 @pytest.mark.slow
@@ -322,14 +332,14 @@ def test_killed_export_leaves_a_stale_folder_that_the_next_export_removes(capsys
     out = tmp_path / "out"
     out.mkdir()
     process = _start_export(out)
-    _wait_for_conversion(out, process)
+    _wait_for_conversion(out, process, freeze=True)
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
     assert any(name.endswith(".partial") for name in leftovers(out))
     deadline = time.monotonic() + 10
     while _workers(out) and time.monotonic() < deadline:  # the converter dies with its parent
         time.sleep(0.1)
-    assert _workers(out) == []
+    assert _workers(out) == {}
     code, _ = run_cli(capsys, "export", MODEL, "--target", "onnx", "--weights", "imagenet", "--out", out)
     assert code == 0
     assert leftovers(out) == [] and (out / f"{MODEL}-onnx" / "model.onnx").is_file()
@@ -356,8 +366,12 @@ def test_two_concurrent_exports_one_wins_and_it_verifies(tmp_path) -> None:
     out.mkdir()
     first = _start_export(out)
     _wait_for_conversion(out, first)
-    second = _start_export(out)
-    _, err_second = second.communicate(timeout=120)
+    os.kill(first.pid, signal.SIGSTOP)  # the first holds its claim while the second starts, however fast its steps
+    try:
+        second = _start_export(out)
+        _, err_second = second.communicate(timeout=120)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, err_first = first.communicate(timeout=300)
     assert (first.returncode, second.returncode) == (0, 1), err_first + err_second
     assert f"another export of {MODEL}-onnx is running" in err_second

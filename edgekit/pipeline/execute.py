@@ -129,7 +129,10 @@ class Executor:
             except subprocess.TimeoutExpired:
                 pass
             _signal_group(run.process, signal.SIGKILL)
-            run.process.wait()
+            try:
+                run.process.wait(STOP_GRACE_S)  # killed; only a stuck server would not report it
+            except subprocess.TimeoutExpired:
+                pass
         self.running.clear()
         if self.server is not None:
             self.server.close()
