@@ -272,16 +272,16 @@ def _start_export(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _wait_for_conversion(out: Path, process: subprocess.Popen, timeout: float = 120.0, freeze: bool = False) -> None:
-    """Waits until a converter child is running the onnxsim step: its request file exists, and the step server
-    has forked the child (the server and the child both show in /proc). With `freeze` the child is stopped
-    (SIGSTOP), so that the export cannot finish before the test acts on it: onnxsim takes 0.3 s."""
+    """Waits until a converter child is running the onnxsim step: its request file exists, and a child forked by the
+    step server writes to its step's log (it has left the server's hands: own session, death signal, log). With
+    `freeze` that child is stopped (SIGSTOP), so that the export cannot finish before the test acts on it: onnxsim
+    takes 0.3 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = _workers(out)
-        if list(out.glob(".*.partial/.model.onnx.request.json")) and len(workers) >= 2:
-            for pid in workers if freeze else ():
-                if _parent(pid) != process.pid:  # not the server: a step it forked
-                    os.kill(pid, signal.SIGSTOP)
+        steps = [pid for pid in _workers(out) if _parent(pid) != process.pid and _writes_a_step_log(pid)]
+        if list(out.glob(".*.partial/.model.onnx.request.json")) and steps:
+            for pid in steps if freeze else ():
+                os.kill(pid, signal.SIGSTOP)
             return
         if process.poll() is not None:
             pytest.fail(f"the export ended (rc {process.returncode}) before its conversion started: "
@@ -304,7 +304,18 @@ def _workers(out: Path) -> dict[int, str]:
 
 
 def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+def _writes_a_step_log(pid: int) -> bool:
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return False
+    return target.endswith(".log") and not target.endswith("step-server.log")
 
 
 @pytest.mark.slow
