@@ -91,6 +91,27 @@ def test_steps_are_forked_by_one_server_and_a_killed_step_is_named(tmp_path: Pat
     assert executor.server.process.poll() is not None, "the server ends with the export"
 
 
+def test_a_step_whose_server_dies_says_so(tmp_path: Path) -> None:
+    """Killing the step server kills its children (their death signal); the step's error names the server's death."""
+    import signal
+
+    from edgekit.pipeline.execute import Executor, Job
+    from edgekit.pipeline.spec import ExportSpec
+
+    executor = Executor(1)
+    try:
+        executor.start(Job("a", "onnx:export_onnx", "model", tmp_path / "model.onnx",
+                           ExportSpec(model="mobilenet_v2", target="onnx"), tmp_path / "a.log"))
+        server = executor.server.process.pid
+        os.kill(server, signal.SIGKILL)
+        done = executor.wait()
+    finally:
+        executor.stop_all()
+    message = str(done[0].error)
+    assert f"the step server (pid {server}) was killed by signal 9 while the step ran" in message, message
+    assert str(tmp_path / "a.log") in message
+
+
 def test_a_cuda_step_starts_a_fresh_interpreter(tmp_path: Path) -> None:
     """TensorRT's steps (FRESH_PROCESS) run `python -m edgekit.pipeline.worker`, not in a forked copy of the server."""
     import json

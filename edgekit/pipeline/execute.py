@@ -153,7 +153,7 @@ class Executor:
         run.request.unlink(missing_ok=True)
         code = run.process.returncode
         if code != 0 or not run.result.is_file() or not job.output.exists():
-            return Done(job, error=_failure(job, code))
+            return Done(job, error=_failure(job, code, run.process.server.lost(run.process.pid)))
         report = json.loads(run.result.read_text())
         run.result.unlink()
         return Done(job, report=report)
@@ -166,7 +166,7 @@ class Executor:
                 self.say(f"        ... {run.job.name or run.job.exporter} still running ({now - run.started:.0f}s)")
 
 
-def _failure(job: Job, code: int) -> EdgekitError:
+def _failure(job: Job, code: int, server_death: str | None = None) -> EdgekitError:
     log_tail = tail(job.log)
     if any(marker in log_tail for marker in DISK_FULL_MARKERS):
         error = disk_error(None, job.output.parent)
@@ -174,7 +174,8 @@ def _failure(job: Job, code: int) -> EdgekitError:
                       f"{job.log}",)
         return error
     how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
-    return ExportError(f"{job.exporter} {how}. Last lines of its log ({job.log}):\n{log_tail}")
+    cause = f": {server_death}\n" if server_death else ". "
+    return ExportError(f"{job.exporter} {how}{cause}Last lines of its log ({job.log}):\n{log_tail}")
 
 
 def _signal_group(process: Child, sig: int) -> None:

@@ -80,6 +80,21 @@ class ForkServer:
             return -signal.SIGKILL
         return self.codes.get(pid)
 
+    def lost(self, pid: int) -> str | None:
+        """Why child `pid` has no exit code of its own: the server died while it ran (None if it did not)."""
+        self._read(0)
+        if pid in self.codes or not self.closed:
+            return None
+        try:
+            code = self.process.wait(2)  # its output closes just before it ends
+        except subprocess.TimeoutExpired:
+            code = None
+        how = ("closed its output" if code is None else f"exited with code {code}" if code >= 0
+               else f"was killed by signal {-code}")
+        lines = self.log.read_text(errors="replace").splitlines()[-10:] if self.log.is_file() else []
+        return (f"the step server (pid {self.process.pid}) {how} while the step ran, and the step died with it. "
+                "Last lines of the server's log:\n" + "\n".join("    " + line for line in lines))
+
     def close(self) -> None:
         """Ends the server; any child still running dies with it."""
         if self.process.stdin and not self.process.stdin.closed:
