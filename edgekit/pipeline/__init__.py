@@ -1,9 +1,7 @@
 """The export pipeline: plan the steps of one or several targets, run each once in a child process,
-verify it, and move each finished artifact into place atomically."""
+verify it, and move each finished artifact into place atomically.
 
-from __future__ import annotations
-
-from edgekit.pipeline.artifact import Artifact
-from edgekit.pipeline.export import export
-
-__all__ = ["Artifact", "export"]
+The package imports nothing itself (`edgekit.export` is `edgekit.pipeline.export.export`), so that the
+step server and the step worker, which run as `python -m edgekit.pipeline.<module>`, start without
+torch and tie their lives to the export at once (see `forkserver`).
+"""
