@@ -23,7 +23,14 @@ _MOVES = ("Reshape", "Transpose", "Slice")
 
 
 def shuffles_as_gathers(path: Path) -> int:
-    """Rewrites, in place, each channel shuffle of the QDQ model at `path` as Gathers; returns how many."""
+    """Rewrites, in place, each channel shuffle of a QDQ model as Gathers on the channel axis.
+
+    Args:
+        path: an ONNX file, quantized (QDQ) or not; a graph without a shuffle is left untouched.
+
+    Returns:
+        How many shuffles were rewritten (the manifest records it as `channel_shuffles_as_gathers`).
+    """
     import onnx
 
     loaded = onnx.load(str(path))
