@@ -83,8 +83,9 @@ class _Graph:
         """The Gathers that replace the data moves after `dequantize`, if they form an exact channel shuffle."""
         start = dequantize.output[0]
         shape = self.shapes.get(start)
-        if not shape or len(shape) != 4 or None in shape or not self._moves_follow(start):
+        if not shape or len(shape) != 4 or None in shape[1:] or not self._moves_follow(start):
             return None
+        shape = [2 if shape[0] is None else shape[0], *shape[1:]]  # a dynamic batch: checked on two images
         params = self._params(dequantize)
         removed, ends = [], []  # ends: (tensor that replaces the chain's output, its channel order)
         coded = np.arange(np.prod(shape)).reshape(shape)
@@ -143,7 +144,10 @@ class _Graph:
             shape = self.constants.get(node.input[1])
             if shape is None or any(a.name == "allowzero" and a.i for a in node.attribute):
                 return None
-            return values.reshape([values.shape[i] if d == 0 else d for i, d in enumerate(shape.tolist())])
+            try:
+                return values.reshape([values.shape[i] if d == 0 else d for i, d in enumerate(shape.tolist())])
+            except ValueError:  # a fixed size that does not fit this batch
+                return None
         starts, ends, axes, steps = (self.constants.get(n) if n else None
                                      for n in [*node.input[1:], "", "", ""][:4])
         if starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None) \
