@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, ExportError
-from edgekit.pipeline.forkserver import Child, ForkServer
+from edgekit.pipeline.forkserver import Child, ForkServer, ended, tail
 from edgekit.pipeline.spec import ExportSpec
 from edgekit.pipeline.staging import disk_error
 
-LOG_TAIL_LINES = 25
 HEARTBEAT_S = 30.0
 STOP_GRACE_S = 3.0
 DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "ENOSPC", "Disk quota exceeded")
@@ -173,9 +172,8 @@ def _failure(job: Job, code: int, server_death: str | None = None) -> EdgekitErr
         error.args = (f"{error.args[0]}. The step '{job.name or job.exporter}' failed writing its output; log: "
                       f"{job.log}",)
         return error
-    how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
     cause = f": {server_death}\n" if server_death else ". "
-    return ExportError(f"{job.exporter} {how}{cause}Last lines of its log ({job.log}):\n{log_tail}")
+    return ExportError(f"{job.exporter} {ended(code)}{cause}Last lines of its log ({job.log}):\n{log_tail}")
 
 
 def _signal_group(process: Child, sig: int) -> None:
@@ -200,9 +198,3 @@ def run_step(exporter: str, source: str | Path, output: Path, spec: ExportSpec, 
     if done.error is not None:
         raise done.error
     return done.report
-
-
-def tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log file, indented."""
-    text = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    return "\n".join("    " + line for line in text[-lines:])

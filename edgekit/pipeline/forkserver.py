@@ -35,6 +35,7 @@ from edgekit.errors import ExportError
 
 BASE_PRELOAD = ("edgekit.pipeline.worker", "edgekit.models", "edgekit.parity", "edgekit.runners")
 REPLY_TIMEOUT_S = 900.0
+LOG_TAIL_LINES = 25
 
 
 class ForkServer:
@@ -68,9 +69,8 @@ class ForkServer:
         while key not in self.started and not self.closed and time.monotonic() < deadline:
             self._read(0.1)
         if key not in self.started:  # its log lies in the work folder, which the export removes: quote it
-            lines = self.log.read_text(errors="replace").splitlines()[-25:] if self.log.is_file() else []
             raise ExportError(f"the step server stopped before it started {exporter}. Last lines of its log:\n"
-                              + "\n".join("    " + line for line in lines))
+                              + tail(self.log))
         return Child(self, self.started.pop(key))
 
     def returncode(self, pid: int) -> int | None:
@@ -89,11 +89,9 @@ class ForkServer:
             code = self.process.wait(2)  # its output closes just before it ends
         except subprocess.TimeoutExpired:
             code = None
-        how = ("closed its output" if code is None else f"exited with code {code}" if code >= 0
-               else f"was killed by signal {-code}")
-        lines = self.log.read_text(errors="replace").splitlines()[-10:] if self.log.is_file() else []
+        how = "closed its output" if code is None else ended(code)
         return (f"the step server (pid {self.process.pid}) {how} while the step ran, and the step died with it. "
-                "Last lines of the server's log:\n" + "\n".join("    " + line for line in lines))
+                "Last lines of the server's log:\n" + tail(self.log, 10))
 
     def close(self) -> None:
         """Ends the server; any child still running dies with it."""
@@ -125,6 +123,17 @@ class ForkServer:
                 self.started[message["key"]] = message["pid"]
             else:
                 self.codes[message["pid"]] = message["code"]
+
+
+def ended(code: int) -> str:
+    """How a process ended, from its exit code as `subprocess` gives it (negative for a signal)."""
+    return f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+
+
+def tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file, indented."""
+    text = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return "\n".join("    " + line for line in text[-lines:])
 
 
 class Child:
