@@ -94,14 +94,16 @@ class _Graph:
         outputs = {output.name for output in self.graph.output}
         if any(name in outputs for node in removed for name in node.output if name not in dict(ends)):
             return None
+        from onnx import helper, numpy_helper
+
         gathers, indices = [], []
         for output, values in ends:
             channels = _channels_of(values, shape)
             if channels is None:
                 return None
             name = f"{output}_channels"
-            indices.append(_initializer(name, channels))
-            gathers.append(_node("Gather", [start, name], [output], axis=1, name=f"{output}_gather"))
+            indices.append(numpy_helper.from_array(channels, name))
+            gathers.append(helper.make_node("Gather", [start, name], [output], axis=1, name=f"{output}_gather"))
         return {"removed": removed, "gathers": gathers, "indices": indices}
 
     def _moves_follow(self, name: str) -> bool:
@@ -183,14 +185,3 @@ def _channels_of(values: np.ndarray, shape: list[int]) -> np.ndarray | None:
         + np.arange(plane).reshape(1, 1, height, width)
     return channels.astype(np.int64) if np.array_equal(values, expected) else None
 
-
-def _initializer(name: str, values: np.ndarray):
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(values, name)
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], **attributes):
-    from onnx import helper
-
-    return helper.make_node(op, inputs, outputs, **attributes)
