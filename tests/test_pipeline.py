@@ -40,9 +40,11 @@ def test_failed_export_leaves_nothing_at_the_output_path(tmp_path: Path) -> None
 
 
 def test_force_replaces_atomically(tmp_path: Path) -> None:
-    export(SMALL, "onnx", out=tmp_path, progress=False)
+    first = export(SMALL, "onnx", out=tmp_path, progress=False)
     second = export(SMALL, "onnx", out=tmp_path, progress=False, force=True, num_classes=7)
     assert second.manifest["export"]["num_classes"] == 7
+    # each step records its conversion time and, apart, the time its verification took
+    assert all(s["seconds"] > 0 and s["verify_seconds"] > 0 for s in first.manifest["steps"])
     assert [p.name for p in tmp_path.iterdir()] == [f"{SMALL}-onnx"]
 
 

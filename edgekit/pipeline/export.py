@@ -324,6 +324,7 @@ class _Run:
         report = done.report
         contract = contract_with(self.base, report.get("contract", {}))
         record = {"step": node.step.name, "output": node.step.output, "seconds": round(report["seconds"], 2),
+                  "verify_seconds": round(report["verify_seconds"], 2) if "verify_seconds" in report else None,
                   "peak_rss_mb": round(report["peak_rss_mb"], 1), "threads": report.get("threads"),
                   "info": report.get("info", {}),
                   "notes": report.get("notes", []), "contract": contract.to_dict()}
@@ -334,7 +335,8 @@ class _Run:
             self.reports[node.key] = step_report
             passed = step_report.passed
             record["parity"] = "passed" if passed else "failed"
-            line += f"  {'ok' if passed else 'PARITY FAILED'}  {step_report.summary()}"
+            line += (f"  {'ok' if passed else 'PARITY FAILED'} (checked in {record['verify_seconds']:.1f}s)"
+                     f"  {step_report.summary()}")
         self.records[node.key] = record
         self.progress.say(f"        {line}")
         for note in record["notes"]:

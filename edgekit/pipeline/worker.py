@@ -41,7 +41,9 @@ def run(request: dict) -> dict:
     result["peak_rss_mb"] = peak_rss_mb()
     result["threads"] = _threads()
     if request.get("verify"):
+        started = time.perf_counter()
         result["parity"] = _verify(Path(request["output"]), result, request["verify"])
+        result["verify_seconds"] = time.perf_counter() - started
     return result
 
 

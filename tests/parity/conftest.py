@@ -41,6 +41,23 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     reasons = dict.fromkeys(f"- {c['status']} ({c['target']}...): {c['reason']}" if c["status"] == "unavailable"
                             else f"- {c['status']}: {c['reason']}" for c in cells if c.get("reason"))
-    lines += ["", *reasons]
+    lines += ["", *reasons, "", *_step_times(cells)]
     (REPORT / "matrix.md").write_text("\n".join(lines) + "\n")
     (REPORT / "matrix.json").write_text(json.dumps(cells, indent=2))
+
+
+def _step_times(cells: list[dict]) -> list[str]:
+    """Seconds per step, summed over models (a step shared by several targets counted once), biggest first."""
+    once = {(c["model"], step): (seconds, verify or 0.0) for c in cells for step, seconds, verify in c.get("steps", [])}
+    totals: dict[str, list[float]] = {}
+    for (_, step), (seconds, verify) in once.items():
+        total = totals.setdefault(step, [0, 0.0, 0.0])
+        total[0] += 1
+        total[1] += seconds
+        total[2] += verify
+    if not totals:
+        return []
+    lines = ["| step | runs | step s | verify s |", "|---|---|---|---|"]
+    for step, (runs, seconds, verify) in sorted(totals.items(), key=lambda kv: -(kv[1][1] + kv[1][2])):
+        lines.append(f"| {step} | {runs} | {seconds:.0f} | {verify:.0f} |")
+    return ["Step times (each step once per model, in its own process, beside others):", "", *lines]

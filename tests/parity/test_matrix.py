@@ -44,4 +44,6 @@ def test_pair_verifies(exported, model: str, target: str) -> None:
               else f"cos {metrics.cosine_mean:.4f}")
     record_cell(model, target, {"status": "ok", "figure": figure,
                                 "weights": artifact.manifest["weights"]["source"] or "seeded random",
-                                "bytes": artifact.manifest["artifact"]["bytes"]})
+                                "bytes": artifact.manifest["artifact"]["bytes"],
+                                "steps": [[s["step"], s["seconds"], s.get("verify_seconds")]
+                                          for s in artifact.manifest["steps"]]})
