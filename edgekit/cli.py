@@ -172,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", default=None, help="labelled images for accuracy and parity")
     bench.add_argument("--runs", type=int, default=50, help="timed runs per artifact, after warm-up (default 50)")
     bench.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="time the runs in this many rounds, alternating the targets' order, so that every row is "
+                            "timed over the same stretch of time (default 3)")
     bench.add_argument("--out", default="edgekit-bench", help="folder for the artifacts, bench.json and the plot; "
                                                                "verified artifacts of the same weights there are reused (default edgekit-bench)")
     bench.set_defaults(handler=_bench)
@@ -371,7 +374,7 @@ def _bench(args: argparse.Namespace) -> int:
     from edgekit.bench import bench, summary, table
 
     result = bench(args.model, ",".join(args.targets or ["all"]), weights=args.weights, data=args.data, runs=args.runs,
-                   threads=args.threads, out=args.out)
+                   threads=args.threads, rounds=args.rounds, out=args.out)
     header, rows = table(result)
     print(f"{result.model}: {result.threads} threads, fp32 floor {result.matmul_gflops:.0f} GFLOP/s")
     print(_table(header, rows))

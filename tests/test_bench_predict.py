@@ -25,6 +25,9 @@ def test_bench_writes_table_json_and_plot(tmp_path: Path) -> None:
         assert 0 < rows[name]["median_ms"] <= rows[name]["p90_ms"]
         assert rows[name]["peak_rss_mb"] > 50 and rows[name]["fraction_of_floor"] > 0
     assert rows["onnx"]["status"] == "ok" and rows["onnx"]["bytes"] > 100_000
+    # the 5 runs are timed in 3 rounds (2 + 2 + 1 runs), each in a fresh process, and the row pools them
+    assert rows["onnx"]["runs"] == 5 and rows["onnx"]["rounds"] == 3 and len(rows["onnx"]["round_medians_ms"]) == 3
+    assert min(rows["onnx"]["round_medians_ms"]) <= rows["onnx"]["median_ms"] <= max(rows["onnx"]["round_medians_ms"])
     assert rows["pytorch (eager fp32)"]["throughput_batch8"] > 0 and rows["onnx"]["throughput_batch8"] is None
     if rows["torchscript-mobile"]["status"] == "unavailable":
         assert "XNNPACK" in rows["torchscript-mobile"]["reason"]

@@ -44,13 +44,15 @@ def bench(
     runs: int = 50,
     warmup: int = 10,
     threads: int = 2,
+    rounds: int = 3,
     out: str | Path = "edgekit-bench",
     progress: bool = True,
 ) -> BenchResult:
     """Benchmarks `model` on each target with the same thread count, beside PyTorch eager fp32.
 
     `targets` is what `edgekit export --target` takes: names, "all", a glob or a family ("tflite").
-    Artifacts already in `out/artifacts` whose manifest records the same weights are reused.
+    Artifacts already in `out/artifacts` whose manifest records the same weights are reused. The `runs` are
+    timed in `rounds` rounds (see `_time_rounds`), so rows of one run are timed over the same stretch of time.
 
     Raises:
         UnknownTargetError, InvalidSpecError: a bad target or option.
@@ -59,8 +61,8 @@ def bench(
     from edgekit.pipeline.plan import resolve_targets
 
     names, _ = resolve_targets(targets)
-    if runs < 1 or threads < 1:
-        raise InvalidSpecError("--runs and --threads must be at least 1")
+    if runs < 1 or threads < 1 or rounds < 1:
+        raise InvalidSpecError("--runs, --threads and --rounds must be at least 1")
     reasons = {name: get_target(name).unavailable_reason() for name in names}
     if all(reasons.values()):  # nothing to measure beside PyTorch: no report, as export does
         from edgekit.errors import MissingBackendError
@@ -82,25 +84,30 @@ def bench(
     weights_file = None if weights is None else str(weights_path(get_card(model), weights))
     weights_sha = None if weights_file is None else sha256_file(weights_file)
     reference = {"name": card.name, "weights": weights_file, "num_classes": None}
-    eager = _child({"artifact": "", "contract": Contract.from_card(card, batch=None).to_dict(), "runs": runs,
-                    "warmup": warmup, "threads": threads, "model": reference}, out)
-    result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0,
-                        **eager})
+    result.rows.append({"target": "pytorch (eager fp32)", "status": "reference", "bytes": None, "top1_agreement": 1.0})
+    timed = [(result.rows[0], {"artifact": "", "contract": Contract.from_card(card, batch=None).to_dict(),
+                               "warmup": warmup, "threads": threads, "model": reference})]
     available = [name for name in names if not reasons[name]]
     failed = _export_together(card.name, available, weights, weights_sha, data, out / "artifacts", progress)
     for name in names:
-        result.rows.append(_bench_target(card.name, name, weights, weights_sha, data, runs, warmup, threads, out, progress,
-                                         reasons[name], failed.get(name)))
+        row, request = _bench_target(card.name, name, weights, weights_sha, data, out, progress, reasons[name],
+                                     failed.get(name))
+        result.rows.append(row)
+        if request is not None:
+            timed.append((row, request | {"warmup": warmup, "threads": threads}))
+    _time_rounds(timed, runs, rounds, out, progress)
     _context_columns(result, card.macs)
     result.files = _write_reports(result, out)
     return result
 
 
-def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threads, out, progress,
-                  reason: str | None = None, failed: EdgekitError | None = None) -> dict[str, Any]:
+def _bench_target(model, target, weights, weights_sha, data, out, progress, reason: str | None = None,
+                  failed: EdgekitError | None = None) -> tuple[dict[str, Any], dict | None]:
+    """The target's row before timing (its artifact, status, size and agreement, or why it has none) and what its
+    timing process needs to run the artifact, None if there is nothing to run."""
     row: dict[str, Any] = {"target": target}
     if reason:
-        return row | {"status": "unavailable", "reason": reason}
+        return row | {"status": "unavailable", "reason": reason}, None
     failure = None
     try:
         if failed is not None:
@@ -109,7 +116,7 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
     except ParityError as exc:
         directory, failure = exc.artifact.directory, str(exc).splitlines()[0]
     except EdgekitError as exc:
-        return row | {"status": "export-failed", "reason": str(exc).splitlines()[0]}
+        return row | {"status": "export-failed", "reason": str(exc).splitlines()[0]}, None
     manifest = read_manifest(directory)
     final = manifest["parity"]["steps"][-1] if manifest.get("parity") else {}
     last = final.get("metrics", {})
@@ -121,14 +128,54 @@ def _bench_target(model, target, weights, weights_sha, data, runs, warmup, threa
             "accuracy": last.get("accuracy", {}), "artifact": str(directory)}
     if failure:
         row["reason"] = failure
-    try:
-        row |= _child({"artifact": str(directory / manifest["artifact"]["file"]), "contract": manifest["contract"],
-                       "runs": runs, "warmup": warmup, "threads": threads}, out)
-    except EdgekitError as exc:
-        # An artifact whose runtime cannot run it (verified or not) is a row with its reason, not a failed bench.
-        last_line = str(exc).strip().splitlines()[-1]
-        row |= {"status": "run-failed" if row["status"] == "ok" else row["status"], "reason": f"cannot run: {last_line}"}
-    return row
+    return row, {"artifact": str(directory / manifest["artifact"]["file"]), "contract": manifest["contract"]}
+
+
+def _time_rounds(timed: list[tuple[dict, dict]], runs: int, rounds: int, out: Path, progress: bool) -> None:
+    """Times each (row, request) in `rounds` rounds, the order reversed every other round, and fills in its row.
+
+    Each round starts every runtime in a fresh process (its peak memory its own) that warms up and times its share
+    of `runs`; a row's median and p90 are over all its runs, and `round_medians_ms` shows how far the host drifted.
+    Rows timed one after another in one block each differed by up to 2.1x between runs minutes apart on a busy host
+    (docs/benchmarks.md); in rounds every row samples the same stretches of time. Batch-8 throughput is measured in
+    the last round.
+    """
+    import numpy as np
+
+    rounds = min(rounds, runs)
+    times: dict[int, list[float]] = {id(row): [] for row, _ in timed}
+    broken: set[int] = set()
+    for number in range(rounds):
+        share = runs // rounds + (number < runs % rounds)
+        for row, request in timed if number % 2 == 0 else timed[::-1]:
+            if id(row) in broken:
+                continue
+            if progress:
+                print(f"  timing {row['target']}: round {number + 1}/{rounds}, {share} runs", file=sys.stderr, flush=True)
+            try:
+                measured = _child(request | {"runs": share, "throughput": number == rounds - 1}, out)
+            except EdgekitError as exc:
+                if row["status"] == "reference":
+                    raise
+                # An artifact whose runtime cannot run it (verified or not) is a row with its reason, not a failed bench.
+                last_line = str(exc).strip().splitlines()[-1]
+                row |= {"status": "run-failed" if row["status"] == "ok" else row["status"],
+                        "reason": f"cannot run: {last_line}"}
+                broken.add(id(row))
+                continue
+            times[id(row)] += measured["times_ms"]
+            row.setdefault("round_medians_ms", []).append(measured["median_ms"])
+            row["peak_rss_mb"] = max(row.get("peak_rss_mb", 0.0), measured["peak_rss_mb"])
+            row["throughput_batch8"] = measured["throughput_batch8"]
+            row["threads"] = measured["threads"]
+    for row, _ in timed:
+        if id(row) in broken:
+            for key in ("round_medians_ms", "peak_rss_mb", "throughput_batch8", "threads"):
+                row.pop(key, None)
+        else:
+            runs_ms = times[id(row)]
+            row |= {"median_ms": float(np.median(runs_ms)), "p90_ms": float(np.percentile(runs_ms, 90)),
+                    "runs": len(runs_ms), "rounds": rounds}
 
 
 def _artifact_bytes(manifest: dict) -> int:
@@ -273,7 +320,8 @@ def _write_reports(result: BenchResult, out: Path) -> dict[str, str]:
             "summary": summary(result)}
     write_json(out / "bench.json", data)
     lines = [f"# edgekit bench: {result.model}", "",
-             f"{result.threads} threads, batch 1 latency over the runs after warm-up. 'vs sgemm': the model's "
+             f"{result.threads} threads, batch 1 latency over the runs after warm-up, timed in rounds that alternate the "
+             f"targets' order (each row's median per round is in bench.json). 'vs sgemm': the model's "
              f"FLOP rate as a fraction of a 2048x2048 fp32 matmul's in the same run ({result.matmul_gflops:.0f} "
              f"GFLOP/s, {result.rows[0].get('floor_ms', 0):.2f} ms for this model); above 100% the runtime's kernels "
              "sustain more than torch's sgemm did, so that figure is a reference rate, not a hard floor.", "",

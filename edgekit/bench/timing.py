@@ -19,8 +19,10 @@ from edgekit.contract import Contract
 THROUGHPUT_BATCH = 8
 
 
-def measure(artifact: str, contract: Contract, runs: int, warmup: int, threads: int, model: dict | None = None) -> dict:
-    """Median and p90 single-image latency, batch-8 throughput where the artifact allows, peak memory."""
+def measure(artifact: str, contract: Contract, runs: int, warmup: int, threads: int, model: dict | None = None,
+            throughput: bool = True) -> dict:
+    """Single-image latencies (each run's, with their median and p90), batch-8 throughput where the artifact allows
+    and `throughput` asks, peak memory."""
     import torch
 
     torch.set_num_threads(threads)
@@ -44,17 +46,17 @@ def measure(artifact: str, contract: Contract, runs: int, warmup: int, threads: 
             started = time.perf_counter()
             runner.infer(image)
             times.append((time.perf_counter() - started) * 1000)
-        throughput = None
-        if contract.batch is None:
+        images_per_second = None
+        if throughput and contract.batch is None:
             batch = np.repeat(image, THROUGHPUT_BATCH, axis=0)
             runner.infer(batch)
             started = time.perf_counter()
             repeats = max(3, runs // THROUGHPUT_BATCH)
             for _ in range(repeats):
                 runner.infer(batch)
-            throughput = THROUGHPUT_BATCH * repeats / (time.perf_counter() - started)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "throughput_batch8": throughput, "peak_rss_mb": peak_rss_mb(), "runs": runs, "threads": threads}
+            images_per_second = THROUGHPUT_BATCH * repeats / (time.perf_counter() - started)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "times_ms": times,
+            "throughput_batch8": images_per_second, "peak_rss_mb": peak_rss_mb(), "runs": runs, "threads": threads}
 
 
 def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
@@ -76,7 +78,7 @@ def main() -> int:
         result = {"gflops": matmul_gflops(request["threads"])}
     else:
         result = measure(request["artifact"], Contract.from_dict(request["contract"]), request["runs"],
-                         request["warmup"], request["threads"], request.get("model"))
+                         request["warmup"], request["threads"], request.get("model"), request.get("throughput", True))
     Path(request["result"]).write_text(json.dumps(result))
     return 0
 
