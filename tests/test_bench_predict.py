@@ -105,3 +105,14 @@ def test_summary_names_the_fastest_verified_and_the_fastest_within_the_int8_bar(
     assert "(the int8 bar): tflite-int8 1.50 ms (8.0x eager, 2.00x tflite-fp32)" in line
     assert line.endswith("best fp32 artifact: tflite-fp32 3.00 ms")
 
+
+
+def test_speedup_compares_rows_round_by_round() -> None:
+    """Round medians of one `edgekit bench shufflenet_v2_x1_0 --targets onnx,onnx-int8 --runs 300 --rounds 10` on a
+    host that ran whole stretches 1.6-1.9x slower: the pooled medians (2.97 and 2.41 ms) fell on different sides."""
+    from edgekit.bench import speedup
+
+    onnx = {"median_ms": 2.97, "round_medians_ms": [5.25, 5.47, 2.78, 2.99, 5.44, 5.26, 2.87, 2.81, 2.77, 2.92]}
+    int8 = {"median_ms": 2.41, "round_medians_ms": [2.74, 2.77, 1.84, 1.85, 3.07, 2.74, 3.25, 1.83, 1.8, 1.78]}
+    assert speedup(onnx, int8) == pytest.approx(1.63, abs=0.01)  # the middle rounds: 1.62 and 1.64
+    assert speedup(onnx, {"median_ms": 2.41}) == pytest.approx(2.97 / 2.41)  # one round: the medians' ratio
