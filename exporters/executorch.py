@@ -25,10 +25,35 @@ def _example(spec) -> torch.Tensor:
 
 
 def export_pte(model: nn.Module, spec, out: Path) -> dict:
-    """fp32: `torch.export`, `to_edge_transform_and_lower` with the XNNPACK partitioner, `.pte`."""
+    """fp32: BatchNorm folded into its convolution, `torch.export`, `to_edge_transform_and_lower` with the XNNPACK
+    partitioner, `.pte`.
+
+    XNNPACK folds the BatchNorms itself, late in its lowering; folded before the export they leave a graph of about
+    60% of the nodes to decompose, partition and serialise (effnet_b0: 602 -> 357 nodes, 18.7 -> 12.9 s).
+    """
     example = _example(spec)
-    program = torch.export.export(model.eval(), (example,))
-    return _lower(program, out)
+    model, folded = fold_batchnorm(model.eval())
+    result = _lower(torch.export.export(model, (example,)), out)
+    result["info"]["batchnorms_folded"] = folded
+    return result
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of an eval-mode `model` in which every BatchNorm2d that directly follows a Conv2d in an `nn.Sequential`
+    is folded into that convolution's weights and bias (and replaced by `nn.Identity`); returns it and the count."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    import copy
+
+    model, folded = copy.deepcopy(model), 0
+    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(sequence._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = sequence._modules[first], sequence._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                sequence._modules[first] = fuse_conv_bn_eval(conv, norm)
+                sequence._modules[second] = nn.Identity()
+                folded += 1
+    return model, folded
 
 
 def export_pte_int8(model: nn.Module, spec, out: Path) -> dict:
