@@ -162,15 +162,18 @@ register_target(Target(
         "mobilenet_v2 1.69x, shufflenet_v2_x1_0 0.89x (slower), effnet_b0 1.31x; one thread mobilenet_v2 1.42x. "
         "Those shufflenet figures are from before 2026-12-07, when its channel shuffles and splits (47 layout "
         "Transposes around the int8 convolutions) became Gathers (34): since then, on the Zen 4, one thread 1.43x "
-        "(1.19x before, same run), two threads 0.98-2.52x over six edgekit bench runs, median 1.58x. "
+        "(1.19x before, same run), two threads 0.98-2.52x over six edgekit bench runs, median 1.58x; timed in rounds "
+        "and compared round by round (edgekit bench --runs 300 --rounds 10, 2026-12-07, four runs each) 1.54-1.66x, "
+        "mobilenet_v2 2.09-2.20x, effnet_b0 1.12-1.18x. "
         "EfficientNet's SiLU and squeeze-and-excitation run as QLinearSigmoid + QLinearMul, about 45% of its int8 time.",
         "Weights are 7-bit (ONNX Runtime's reduce_range): on x86 CPUs without VNNI its uint8 x int8 kernels add "
         "products in 16 bits, which saturates with full-range weights; 7-bit weights compute the file's QDQ "
         "definition on every CPU, at the same speed.",
     ),
-    caveat="on x86, faster than onnx for mobilenet_v2 (1.45-2.06x at 2 threads on AVX-512 VNNI, 1.31-1.69x on "
-           "AVX2) and effnet_lite0 (1.7x at 1 thread), shufflenet_v2_x1_0 1.43x at 1 thread and a median 1.58x at 2 "
-           "(VNNI; 0.80-1.11x before its shuffles became Gathers), not for effnet_b0 (0.80-1.17x VNNI, 1.31x AVX2)",
+    caveat="on x86, faster than onnx for mobilenet_v2 (2.09-2.20x at 2 threads on AVX-512 VNNI, 1.31-1.69x on "
+           "AVX2) and effnet_lite0 (1.7x at 1 thread), shufflenet_v2_x1_0 1.43x at 1 thread and 1.54-1.66x at 2 "
+           "(VNNI; 0.80-1.11x before its shuffles became Gathers), not for effnet_b0 (1.12-1.18x VNNI, 1.31x AVX2: "
+           "its SiLU and squeeze-and-excitation cost more in int8)",
 ))
 register_target(Target(
     "torch-int8-dynamic", "PyTorch dynamic quantization saved as TorchScript, for size: only nn.Linear is int8; 0.74x "
