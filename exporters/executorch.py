@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import operator
 from pathlib import Path
 
@@ -42,7 +43,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of an eval-mode `model` in which every BatchNorm2d that directly follows a Conv2d in an `nn.Sequential`
     is folded into that convolution's weights and bias (and replaced by `nn.Identity`); returns it and the count."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
-    import copy
 
     model, folded = copy.deepcopy(model), 0
     for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
