@@ -212,6 +212,13 @@ def test_bad_options(capsys, tmp_path, argv, message) -> None:
     assert code == 2 and message in err
 
 
+@pytest.mark.parametrize("option", ["--runs", "--threads", "--rounds"])
+def test_bench_refuses_a_count_below_one(capsys, tmp_path, option) -> None:
+    code, err = run_cli(capsys, "bench", MODEL, "--targets", "onnx", option, "0", "--out", tmp_path / "bench")
+    assert code == 2 and "--runs, --threads and --rounds must be at least 1" in err
+    assert not (tmp_path / "bench").exists()
+
+
 # --- altered artifacts --------------------------------------------------------------------------------
 
 
