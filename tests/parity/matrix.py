@@ -21,7 +21,7 @@ UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v
                "shufflenet_v2_cifar_x1_5", "shufflenet_v2_cifar_x2_0")
 UNDECIDABLE_REASON = (
     "no offline ImageNet weights and no verification init: " + INT8_UNJUDGEABLE + ". edgekit refuses to call it "
-    "verified (tests/exporters/test_families.py checks that refusal). Three verification inits were measured for "
+    "verified (tests/exporters/test_families.py checks that refusal). Five verification inits were measured for "
     "B0-B3 and not shipped (README, 'The verification init'). The int8 paths are verified on MobileNetV2 and "
     "EfficientNet-Lite0-2 (ImageNet weights) and Lite3-4 (verification init).")
 
