@@ -147,6 +147,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cap-penalty", type=float, default=0.0)
     parser.add_argument("--qat", choices=("unit", "chain"), default=None)
     parser.add_argument("--weight-levels", type=int, default=0, help="fake-quantise conv weights while fitting (63: 7-bit)")
+    parser.add_argument("--size", type=int, default=0, help="fit on views scaled to this many pixels (default: 224)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
@@ -159,6 +160,8 @@ def main(argv: list[str]) -> int:
     start(teacher, student)
     t_in = torch.from_numpy(load_calibration(get_card("effnet_lite0"), size=args.views).data)
     s_in = torch.from_numpy(load_calibration(get_card("effnet_b0"), size=args.views).data)
+    if args.size:  # every unit is convolutional, so it can be fitted on smaller views
+        t_in, s_in = (nn.functional.interpolate(x, size=args.size, mode="bilinear", antialias=True) for x in (t_in, s_in))
     generator = torch.Generator().manual_seed(0)
     for k, (t_unit, s_unit) in enumerate(zip(units(teacher), units(student))):
         t_out = run(t_unit, t_in)
