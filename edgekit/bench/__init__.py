@@ -143,17 +143,18 @@ def _time_rounds(timed: list[tuple[dict, dict]], runs: int, rounds: int, out: Pa
     import numpy as np
 
     rounds = min(rounds, runs)
-    times: dict[int, list[float]] = {id(row): [] for row, _ in timed}
-    broken: set[int] = set()
+    measured: list[list[dict] | None] = [[] for _ in timed]  # each row's rounds; None once its runtime cannot run it
+    order = list(range(len(timed)))
     for number in range(rounds):
         share = runs // rounds + (number < runs % rounds)
-        for row, request in timed if number % 2 == 0 else timed[::-1]:
-            if id(row) in broken:
+        for index in order if number % 2 == 0 else order[::-1]:
+            row, request = timed[index]
+            if measured[index] is None:
                 continue
             if progress:
                 print(f"  timing {row['target']}: round {number + 1}/{rounds}, {share} runs", file=sys.stderr, flush=True)
             try:
-                measured = _child(request | {"runs": share, "throughput": number == rounds - 1}, out)
+                measured[index].append(_child(request | {"runs": share, "throughput": number == rounds - 1}, out))
             except EdgekitError as exc:
                 if row["status"] == "reference":
                     raise
@@ -161,21 +162,16 @@ def _time_rounds(timed: list[tuple[dict, dict]], runs: int, rounds: int, out: Pa
                 last_line = str(exc).strip().splitlines()[-1]
                 row |= {"status": "run-failed" if row["status"] == "ok" else row["status"],
                         "reason": f"cannot run: {last_line}"}
-                broken.add(id(row))
-                continue
-            times[id(row)] += measured["times_ms"]
-            row.setdefault("round_medians_ms", []).append(measured["median_ms"])
-            row["peak_rss_mb"] = max(row.get("peak_rss_mb", 0.0), measured["peak_rss_mb"])
-            row["throughput_batch8"] = measured["throughput_batch8"]
-            row["threads"] = measured["threads"]
-    for row, _ in timed:
-        if id(row) in broken:
-            for key in ("round_medians_ms", "peak_rss_mb", "throughput_batch8", "threads"):
-                row.pop(key, None)
-        else:
-            runs_ms = times[id(row)]
-            row |= {"median_ms": float(np.median(runs_ms)), "p90_ms": float(np.percentile(runs_ms, 90)),
-                    "runs": len(runs_ms), "rounds": rounds}
+                measured[index] = None
+    for (row, _), results in zip(timed, measured):
+        if results is None:
+            continue
+        runs_ms = [t for result in results for t in result["times_ms"]]
+        row |= {"round_medians_ms": [result["median_ms"] for result in results],
+                "peak_rss_mb": max(result["peak_rss_mb"] for result in results),
+                "throughput_batch8": results[-1]["throughput_batch8"], "threads": results[-1]["threads"],
+                "median_ms": float(np.median(runs_ms)), "p90_ms": float(np.percentile(runs_ms, 90)),
+                "runs": len(runs_ms), "rounds": rounds}
 
 
 def _artifact_bytes(manifest: dict) -> int:
