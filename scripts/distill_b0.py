@@ -101,7 +101,7 @@ class WeightFakeQuant(nn.Module):
 
 
 def fit(unit: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, args, generator) -> tuple[float, float, list]:
-    """Adam on one unit so that unit(inputs) matches targets; relative MSE before and after, and the fake-quant hooks."""
+    """Adam on one unit so that unit(inputs) matches targets; relative MSE before and after, and the hooks kept."""
     scale = targets.pow(2).mean()
     before = ((run(unit, inputs) - targets).pow(2).mean() / scale).item()
     outputs: list[torch.Tensor] = []
@@ -124,9 +124,11 @@ def fit(unit: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, args, gene
         optimizer.step()
     for conv in convs:
         parametrize.remove_parametrizations(conv, "weight", leave_parametrized=False)
-    for hook in watching:
+    after = ((run(unit, inputs) - targets).pow(2).mean() / scale).item()
+    kept = quantizing if args.qat == "chain" else []  # chain: the next unit is fed this unit's quantized output
+    for hook in watching + [h for h in quantizing if h not in kept]:
         hook.remove()
-    return before, ((run(unit, inputs) - targets).pow(2).mean() / scale).item(), quantizing
+    return before, after, kept
 
 
 def top1(model: nn.Module, name: str, data: str) -> float:
@@ -167,9 +169,6 @@ def main(argv: list[str]) -> int:
         t_out = run(t_unit, t_in)
         before, after, quantizing = fit(s_unit, s_in, t_out, args, generator)
         print(f"unit {k:2d} {tuple(t_out.shape[1:])}: relative MSE {before:.4f} -> {after:.4f} ({time.time() - began:.0f} s)")
-        if args.qat != "chain":
-            for hook in quantizing:
-                hook.remove()
         t_in, s_in = t_out, run(s_unit, s_in)
         for hook in quantizing:
             hook.remove()
