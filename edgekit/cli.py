@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="a target, a comma-separated list, 'all', a glob such as 'tflite-*', or a family such as "
                              "'tflite'; may be repeated; shared steps run once (see 'edgekit targets')")
     export.add_argument("--weights", default=None, help="'imagenet' (offline), a checkpoint path, or 'verification' "
-                        "(edgekit's verification-only init, effnet_lite3-4); default: seeded random init, "
+                        "(edgekit's verification-only init, effnet_lite3-4 and b0); default: seeded random init, "
                         "or the verification init when an int8 target needs one")
     export.add_argument("--out", default="edgekit-out", help="output folder (default: edgekit-out)")
     export.add_argument("--num-classes", type=int, default=None, help="classifier size; replaces a checkpoint head of another size")

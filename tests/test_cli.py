@@ -28,7 +28,8 @@ def test_models_json() -> None:
     assert rows["mobilenet_v2"]["imagenet_weights"] == "installed"
     assert rows["effnet_b0"]["imagenet_weights"] == "none"
     assert rows["effnet_lite3"]["verification_init"] == "effnet_lite2"
-    assert rows["effnet_b0"]["verification_init"] is None
+    assert rows["effnet_b0"]["verification_init"] == "effnet_lite0"
+    assert rows["effnet_b1"]["verification_init"] is None
     assert rows["effnet_b0"]["aliases"] == ["efficientnet_b0"]
     assert (rows["shufflenet_v2_x1_0"]["params_m"], rows["shufflenet_v2_x1_0"]["input_size"]) == (2.28, 224)
 

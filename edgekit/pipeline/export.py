@@ -111,8 +111,7 @@ def export(
     if weights is None and _needs_verification_init(base, targets):
         weights = verification.KEYWORD
         init_note = (f"{base.name} has no offline weights and its random init cannot judge int8 (near-tie logits), so "
-                     f"this export uses edgekit's verification init ({verification.SOURCES[base.name]}'s trained weights "
-                     "transplanted, BatchNorm re-estimated on the bundled photos; not a trained model). "
+                     f"this export uses edgekit's verification init ({verification.summary(base)}). "
                      "Pass --weights CKPT to export your own.")
     weights_file = str(weights_path(base, weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)

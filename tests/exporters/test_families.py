@@ -1,8 +1,9 @@
 """The fast slice of the parity matrix in `make test`: one model of every family through every CPU target.
 
 MobileNetV2 runs every target in test_targets.py. The other families run here with the weights
-they have offline (EfficientNet-Lite0's ImageNet checkpoint) or seeded random init. Pairs the
-release matrix lists as unsupported must fail in exactly the way its reason says.
+they have offline (EfficientNet-Lite0's ImageNet checkpoint), edgekit's verification init (EfficientNet-B0)
+or the seeded random init (ShuffleNetV2). Pairs the release matrix lists as unsupported must fail in
+exactly the way its reason says.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.parity.matrix import UNSUPPORTED
 REPRESENTATIVES = {
     "shufflenet_v2": ("shufflenet_v2_x0_5", None),
     "shufflenet_v2_cifar": ("shufflenet_v2_cifar_x0_5", None),
-    "efficientnet": ("effnet_b0", None),
+    "efficientnet": ("effnet_b0", "verification"),
     "efficientnet_lite": ("effnet_lite0", "imagenet"),
 }
 CPU_TARGETS = [name for name in list_targets() if not name.startswith("tensorrt")]
@@ -31,7 +32,7 @@ PARITY_ONLY += ("executorch", "executorch-int8", "torchscript-lite")  # default 
 # families run their TFLite targets in make parity, which keeps the default suite under its 20 minutes.
 TFLITE = tuple(name for name in CPU_TARGETS if name.startswith("tflite"))
 PARITY_ONLY_FOR = {model: TFLITE for model in ("shufflenet_v2_cifar_x0_5", "effnet_b0", "effnet_lite0")}
-PARITY_ONLY_FOR["effnet_b0"] += ("onnx-int8-dynamic",)  # its refusal is the same as onnx-int8's, which stays
+PARITY_ONLY_FOR["effnet_b0"] += ("onnx-int8-dynamic",)  # the default suite keeps B0's static onnx-int8
 
 
 def test_every_family_has_a_representative() -> None:

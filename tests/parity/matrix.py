@@ -14,16 +14,17 @@ from edgekit.targets import get_target, list_targets
 # CIFAR ones were listed as verified at 100% of 40-80 decisive probes, but every one of those probes had the same
 # top-1 class and an artifact that ignored its input agreed as well. Lite3-4 were here too until their int8
 # targets were judged on edgekit's verification init (`edgekit.models.verification`, transplanted from the trained
-# Lite2). For B0-B3 three inits were measured and not shipped (README "The verification init"); no trained
-# ShuffleNetV2 exists offline.
-UNDECIDABLE = ("effnet_b0", "effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+# Lite2), and B0 until its fitted verification init (fitted to the trained Lite0, 2026-12-07). For B1-B3 none is
+# built yet (README "The verification init"); no trained ShuffleNetV2 exists offline.
+UNDECIDABLE = ("effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
                "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "shufflenet_v2_cifar_x0_5", "shufflenet_v2_cifar_x1_0",
                "shufflenet_v2_cifar_x1_5", "shufflenet_v2_cifar_x2_0")
 UNDECIDABLE_REASON = (
     "no offline ImageNet weights and no verification init: " + INT8_UNJUDGEABLE + ". edgekit refuses to call it "
-    "verified (tests/exporters/test_families.py checks that refusal). Five verification inits were measured for "
-    "B0-B3 and not shipped (README, 'The verification init'). The int8 paths are verified on MobileNetV2 and "
-    "EfficientNet-Lite0-2 (ImageNet weights) and Lite3-4 (verification init).")
+    "verified (tests/exporters/test_families.py checks that refusal). B1-B3 have no verification init yet: B0's, "
+    "fitted unit by unit to the trained Lite0, is not built for them (README, 'The verification init'). The int8 "
+    "paths are verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), Lite3-4 and B0 (verification "
+    "init).")
 
 
 def _unsupported() -> dict[tuple[str, str], str]:
