@@ -21,10 +21,10 @@ UNDECIDABLE = ("effnet_b1", "effnet_b2", "effnet_b3", "shufflenet_v2_x0_5", "shu
                "shufflenet_v2_cifar_x1_5", "shufflenet_v2_cifar_x2_0")
 UNDECIDABLE_REASON = (
     "no offline ImageNet weights and no verification init: " + INT8_UNJUDGEABLE + ". edgekit refuses to call it "
-    "verified (tests/exporters/test_families.py checks that refusal). B1-B3 have no verification init yet: B0's, "
-    "fitted unit by unit to the trained Lite0, is not built for them (README, 'The verification init'). The int8 "
-    "paths are verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), Lite3-4 and B0 (verification "
-    "init).")
+    "verified (tests/exporters/test_families.py checks that refusal). B1-B3 have no verification init: B0's recipe, "
+    "applied to B1 from the trained Lite1, left its right int8 artifacts at 40-74% agreement (README, 'The "
+    "verification init'). The int8 paths are verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), "
+    "Lite3-4 and B0 (verification init).")
 
 
 def _unsupported() -> dict[tuple[str, str], str]:

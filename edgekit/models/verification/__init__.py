@@ -19,16 +19,15 @@ measurement of the int8 path, and a wrong one shows. It says nothing about the a
 model, in fp32 or int8. It is built deterministically (one thread) and cached; its sha256 is in every
 manifest that uses it, so `edgekit verify` rebuilds what was exported.
 
-EfficientNet-B1-B3 have none yet (docs/models.md).
+EfficientNet-B1-B3 have none: the same fitting from Lite1 left B1's right int8 artifacts at 55-74% (docs/models.md).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,8 +64,8 @@ def describe(card: ModelCard) -> dict:
     if card.name in FITTED:
         recipe = distill.RECIPE
         return {**common, "fit": dict(recipe), "method": (
-            f"{source}'s trained weights copied by position (its SAME padding made symmetric), then each unit (stem, "
-            f"MBConv blocks, head) fitted with Adam to {source}'s output on {recipe['views']} calibration views of the "
+            f"{source}'s weights copied by position (its SAME padding made symmetric), then each unit (stem, MBConv "
+            f"blocks, head) fitted with Adam to {source}'s output on {recipe['views']} calibration views of the "
             f"bundled photos at {recipe['size']} px, {recipe['steps']} steps each, int8 rounding of activations and "
             "weights simulated along the chain")}
     return {**common, "batchnorm_views": VIEWS, "method": (
@@ -89,7 +88,7 @@ def cache_path(card: ModelCard) -> Path:
 
 
 def verification_weights(card: ModelCard) -> Path:
-    """The cached checkpoint of `card`'s verification init, built on first use (one thread: lite3 about 70 s, b0 4-5 min)."""
+    """The cached checkpoint of `card`'s verification init, built on first use (one thread: lite3 70 s, b0 4-5 min)."""
     path = cache_path(card)
     if not path.is_file():
         print(f"edgekit: building {card.name}'s verification init once ({summary(card)}); it is cached in {path}",
@@ -137,7 +136,8 @@ def build(card: ModelCard) -> dict[str, torch.Tensor]:
         else:
             with torch.no_grad():
                 transplant(source, target)
-                floors = {norm: norm.running_var.clone() for norm in target.modules() if isinstance(norm, nn.BatchNorm2d)}
+                floors = {norm: norm.running_var.clone() for norm in target.modules()
+                          if isinstance(norm, nn.BatchNorm2d)}
                 reestimate(target, torch.from_numpy(load_calibration(card, size=VIEWS).data), floors)
         return target.state_dict()
     finally:

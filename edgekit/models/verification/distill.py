@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 
 from edgekit.card import ModelCard
 from edgekit.models._layers import Conv2dSame, SqueezeExcitation
-from edgekit.models.verification.transplant import transplant
+from edgekit.models.verification.transplant import fit_shape, transplant
 
 # Squeeze-and-excitation gates start near sigmoid(GATE), so that each block first passes what the Lite's passed.
 GATE = 3.0
@@ -55,13 +55,12 @@ def symmetric_padding(model: nn.Module) -> None:
 def start(teacher: nn.Module, student: nn.Module, teacher_card: ModelCard, student_card: ModelCard) -> None:
     """The teacher's weights in the student, BatchNorm epsilon and input normalisation carried over, gates open."""
     transplant(teacher, student)
-    norms = zip([m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)],
-                [m for m in student.modules() if isinstance(m, nn.BatchNorm2d)])
-    for t, s in norms:
-        s.running_var.add_(t.eps - s.eps)
+    (eps,) = {m.eps for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)}  # a Lite uses one epsilon throughout
+    for norm in [m for m in student.modules() if isinstance(m, nn.BatchNorm2d)]:
+        norm.running_var.add_(eps - norm.eps)
     scale = torch.tensor(student_card.std) / torch.tensor(teacher_card.std)
     offset = (torch.tensor(student_card.mean) - torch.tensor(teacher_card.mean)) / torch.tensor(teacher_card.std)
-    weight = teacher.features[0][0].weight
+    weight = fit_shape(teacher.features[0][0].weight, student.features[0][0].weight.shape)  # B3's wider stem
     student.features[0][0].weight.copy_(weight * scale.view(1, 3, 1, 1))
     student.features[0][1].running_mean.sub_((weight * offset.view(1, 3, 1, 1)).sum((1, 2, 3)))
     for module in student.modules():
@@ -69,14 +68,35 @@ def start(teacher: nn.Module, student: nn.Module, teacher_card: ModelCard, stude
             module.fc2.weight.mul_(0.1)
             module.fc2.bias.fill_(GATE)
     for block in units(student)[1:-1]:
-        [layer for layer in block.block if isinstance(layer, nn.Sequential)][-1][0].weight.div_(
-            torch.sigmoid(torch.tensor(GATE)))
+        _projection(block)[0].weight.div_(torch.sigmoid(torch.tensor(GATE)))
+
+
+def _projection(block: nn.Module) -> nn.Sequential:
+    """An MBConv block's last convolution and its BatchNorm."""
+    return [layer for layer in block.block if isinstance(layer, nn.Sequential)][-1]
 
 
 def units(model: nn.Module) -> list[nn.Module]:
     """Stem, every MBConv block in order, head: the pieces fitted one at a time."""
     features = list(model.features)
     return [features[0], *[block for stage in features[1:-1] for block in stage], features[-1]]
+
+
+def paired_units(teacher: nn.Module, student: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(teacher unit, student unit) in order. A deeper student's extra blocks, at the end of their stage (where
+    `transplant` put them), are paired with the identity: they are fitted to pass the stage's output on. A wider
+    stem (B3's 40 channels against Lite3's 32) is fitted with the first block, to its output; a wider head (B2's
+    1408 channels against Lite2's 1280) with the classifier, to the teacher's logits."""
+    t_features, s_features = list(teacher.features), list(student.features)
+    pairs = [(t_features[0], s_features[0])]
+    for t_stage, s_stage in zip(t_features[1:-1], s_features[1:-1]):
+        pairs += [(t_stage[i] if i < len(t_stage) else nn.Identity(), block) for i, block in enumerate(s_stage)]
+    if t_features[0][0].out_channels != s_features[0][0].out_channels:
+        pairs[:2] = [(nn.Sequential(pairs[0][0], pairs[1][0]), nn.Sequential(pairs[0][1], pairs[1][1]))]
+    heads = (t_features[-1], s_features[-1])
+    if heads[0][0].out_channels != heads[1][0].out_channels:
+        heads = tuple(nn.Sequential(m.features[-1], m.avgpool, nn.Flatten(1), m.classifier) for m in (teacher, student))
+    return pairs + [heads]
 
 
 def fake_quant(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -130,11 +150,10 @@ def fit_unit(unit: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, recip
 def fit(teacher: nn.Module, student: nn.Module, teacher_views: torch.Tensor, student_views: torch.Tensor,
         recipe: dict = RECIPE, say: Callable[[str], None] | None = None) -> None:
     """Fits each of the student's units in turn, each fed the int8-rounded output of the student units before it."""
-    if recipe["size"]:  # every unit is convolutional, so it can be fitted on smaller views
-        teacher_views, student_views = (nn.functional.interpolate(x, size=recipe["size"], mode="bilinear",
-                                                                  antialias=True) for x in (teacher_views, student_views))
+    if recipe["size"]:  # convolutions up to the global pool: smaller views fit the same weights, faster
+        teacher_views, student_views = (_scaled(x, recipe["size"]) for x in (teacher_views, student_views))
     generator = torch.Generator().manual_seed(recipe["seed"])
-    began, pairs = time.perf_counter(), list(zip(units(teacher), units(student)))
+    began, pairs = time.perf_counter(), paired_units(teacher, student)
     for index, (t_unit, s_unit) in enumerate(pairs, 1):
         t_out = run(t_unit, teacher_views)
         hooks = fit_unit(s_unit, student_views, t_out, recipe, generator)
@@ -143,3 +162,7 @@ def fit(teacher: nn.Module, student: nn.Module, teacher_views: torch.Tensor, stu
             hook.remove()
         if say:
             say(f"unit {index}/{len(pairs)} fitted ({time.perf_counter() - began:.0f} s)")
+
+
+def _scaled(views: torch.Tensor, size: int) -> torch.Tensor:
+    return nn.functional.interpolate(views, size=size, mode="bilinear", antialias=True)
