@@ -129,9 +129,9 @@ def build(card: ModelCard) -> dict[str, torch.Tensor]:
         if card.name in FITTED:
             distill.symmetric_padding(source)
             distill.start(source, target, source_card, card)
-            views = {c.name: torch.from_numpy(load_calibration(c, size=distill.RECIPE["views"]).data)
-                     for c in (source_card, card)}
-            distill.fit(source, target, views[source_card.name], views[card.name],
+            size = distill.RECIPE["views"]
+            views = [torch.from_numpy(load_calibration(c, size=size).data) for c in (source_card, card)]
+            distill.fit(source, target, *views,
                         say=lambda text: print(f"  verification init: {text}", file=sys.stderr, flush=True))
         else:
             with torch.no_grad():

@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 
 from edgekit.card import ModelCard
 from edgekit.models._layers import Conv2dSame, SqueezeExcitation
-from edgekit.models.verification.transplant import fit_shape, transplant
+from edgekit.models.verification.transplant import conv_layers, fit_shape, transplant
 
 # Squeeze-and-excitation gates start near sigmoid(GATE), so that each block first passes what the Lite's passed.
 GATE = 3.0
@@ -68,12 +68,7 @@ def start(teacher: nn.Module, student: nn.Module, teacher_card: ModelCard, stude
             module.fc2.weight.mul_(0.1)
             module.fc2.bias.fill_(GATE)
     for block in units(student)[1:-1]:
-        _projection(block)[0].weight.div_(torch.sigmoid(torch.tensor(GATE)))
-
-
-def _projection(block: nn.Module) -> nn.Sequential:
-    """An MBConv block's last convolution and its BatchNorm."""
-    return [layer for layer in block.block if isinstance(layer, nn.Sequential)][-1]
+        conv_layers(block)[-1][0].weight.div_(torch.sigmoid(torch.tensor(GATE)))  # the projection
 
 
 def units(model: nn.Module) -> list[nn.Module]:

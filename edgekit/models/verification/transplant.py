@@ -32,7 +32,8 @@ def _copy_conv_bn(source: nn.Sequential, target: nn.Sequential) -> None:
         getattr(t_bn, name).copy_(fit_shape(getattr(s_bn, name), getattr(t_bn, name).shape))
 
 
-def _conv_layers(block: nn.Module) -> list[nn.Sequential]:
+def conv_layers(block: nn.Module) -> list[nn.Sequential]:
+    """An MBConv block's convolutions, each with its BatchNorm (and activation), in order."""
     return [m for m in block.block if isinstance(m, nn.Sequential)]
 
 
@@ -40,8 +41,8 @@ def transplant(source: nn.Module, target: nn.Module) -> None:
     _copy_conv_bn(source.features[0], target.features[0])
     for source_stage, target_stage in zip(list(source.features)[1:-1], list(target.features)[1:-1]):
         for index, block in enumerate(target_stage):
-            own = _conv_layers(block)
-            for s_layer, t_layer in zip(_conv_layers(source_stage[min(index, len(source_stage) - 1)]), own):
+            own = conv_layers(block)
+            for s_layer, t_layer in zip(conv_layers(source_stage[min(index, len(source_stage) - 1)]), own):
                 _copy_conv_bn(s_layer, t_layer)
             if index >= len(source_stage):
                 own[-1][1].weight.mul_(NEW_BLOCK_GAIN)
