@@ -54,6 +54,8 @@ def reference_model(manifest: dict):
     if recorded["source"] is not None:
         weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
         actual = sha256_file(weights_file)
+        if actual != recorded["sha256"] and recorded["source"] == verification.KEYWORD:
+            raise WeightsError(verification.mismatch(get_card(manifest["model"]), recorded, weights_file, actual))
         if actual != recorded["sha256"]:
             raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
                                f"weights with sha256 {recorded['sha256']}; refusing to compare it with other weights")

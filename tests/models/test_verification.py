@@ -114,6 +114,28 @@ def test_verify_rebuilds_the_init_and_refuses_one_of_the_unreproducible_version(
     assert "version 3 of edgekit's verification init" in capsys.readouterr().err
 
 
+@pytest.mark.xdist_group("effnet_lite3")
+def test_verify_names_the_file_to_copy_when_the_init_was_built_on_another_kind_of_cpu(exported, tmp_path: Path,
+                                                                                       capsys) -> None:
+    """B0's init built on an AVX-512 Zen 4 and on an AVX2 Zen 3 are different files (2026-12-07). An artifact whose
+    manifest records the other machine's file cannot be re-verified here; verify says why and what to copy where."""
+    artifact = exported("effnet_lite3", "onnx-int8", together=("onnx",))
+    moved = tmp_path / artifact.directory.name
+    shutil.copytree(artifact.directory, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    built_here = manifest["weights"]["sha256"]
+    elsewhere = "AVX2" if manifest["weights"]["init"]["cpu_capability"] != "AVX2" else "AVX512"
+    manifest["weights"] |= {"sha256": "0" * 64, "init": manifest["weights"]["init"] | {"cpu_capability": elsewhere}}
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["verify", str(moved)]) == 2
+    error = capsys.readouterr().err
+    assert f"sha256 {built_here}) is not the one this artifact was exported from (sha256 {'0' * 64})" in error
+    assert f"the exporting machine's PyTorch kernels were {elsewhere}" in error
+    assert f"Copy that file from the exporting machine's cache to {verification_weights(get_card('effnet_lite3'))}" \
+        in error
+
+
 def test_models_without_a_verification_init_say_so() -> None:
     with pytest.raises(WeightsError, match="no verification init for effnet_b1"):
         weights_path(get_card("effnet_b1"), "verification")

@@ -17,7 +17,10 @@ like a trained network's without pretending to be one, from the trained Lite of 
 Its int8 artifacts verify as a trained model's do: an int8 artifact's agreement with it is a real
 measurement of the int8 path, and a wrong one shows. It says nothing about the accuracy of a trained
 model, in fp32 or int8. It is built deterministically (one thread) and cached; its sha256 is in every
-manifest that uses it, so `edgekit verify` rebuilds what was exported.
+manifest that uses it, so `edgekit verify` rebuilds what was exported on any CPU of the same kind. Its float
+arithmetic follows the CPU's vector instructions (PyTorch's `cpu_capability`, recorded in the manifest): B0's
+file built on an AVX-512 Zen 4 and on an AVX2 Zen 3 differ (sha256 17983ca6... and 6c414041..., 2026-12-07), so
+`edgekit verify` elsewhere says so and names the file to copy (`mismatch`).
 
 EfficientNet-B1-B3 have none: the same fitting from Lite1 left B1's right int8 artifacts at 55-74% (docs/models.md).
 """
@@ -58,7 +61,7 @@ def describe(card: ModelCard) -> dict:
     """What the manifest records about the init: how it was built, and what it can and cannot show."""
     source = SOURCES[card.name]
     common = {"kind": "edgekit verification init", "version": VERSION, "source_model": source,
-              "source_weights": "imagenet (offline)",
+              "source_weights": "imagenet (offline)", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "shows": "whether each artifact computes what this network computes, int8 included, on decisive photos",
               "does_not_show": f"the accuracy of a trained {card.name}, in fp32 or int8"}
     if card.name in FITTED:
@@ -104,6 +107,19 @@ def verification_weights(card: ModelCard) -> Path:
     return path
 
 
+def mismatch(card: ModelCard, recorded: dict, built: Path, actual: str) -> str:
+    """Why `edgekit verify` cannot use the init built here (sha256 `actual`) for an artifact whose manifest records
+    another, and what to do."""
+    exported_on = (recorded.get("init") or {}).get("cpu_capability")
+    here = torch.backends.cpu.get_cpu_capability()
+    kinds = (f"the exporting machine's PyTorch kernels were {exported_on}, this one's are {here}" if exported_on
+             else f"this machine's PyTorch kernels are {here}")
+    return (f"{card.name}'s verification init built here ({built}, sha256 {actual}) is not the one this artifact was "
+            f"exported from (sha256 {recorded['sha256']}): the init is computed in float arithmetic whose last bits "
+            f"follow the CPU's vector instructions ({kinds}), and a network fitted step by step from it ends elsewhere. "
+            f"Copy that file from the exporting machine's cache to {built}, or export the artifact again here.")
+
+
 def serialize(state: dict[str, torch.Tensor]) -> bytes:
     """`torch.save` bytes that depend on the tensors only (a file path would name the archive inside after itself)."""
     buffer = io.BytesIO()
@@ -112,7 +128,8 @@ def serialize(state: dict[str, torch.Tensor]) -> bytes:
 
 
 def build(card: ModelCard) -> dict[str, torch.Tensor]:
-    """The verification init's state_dict (one thread, so every machine with these pins builds the same bytes)."""
+    """The verification init's state_dict (one thread, so every CPU of one kind with these pins builds the same
+    bytes; see the module's docstring)."""
     from edgekit.calibration import load_calibration
     from edgekit.models import create_model, get_card
 
