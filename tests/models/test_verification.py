@@ -71,15 +71,16 @@ def test_int8_without_weights_is_judged_on_the_verification_init(model: str, exp
 @pytest.mark.xdist_group("effnet_b0")
 def test_b0_int8_with_plain_minmax_ranges_is_rejected(exported, tmp_path: Path) -> None:
     """The fitted init tells a near miss too: ONNX Runtime's plain MinMax on the bundled calibration views (edgekit's
-    onnx-int8 before issue 9) agreed with it on 89.1% of 46 decisive probes (2026-12-07), where the right one
-    agrees on 100% of 43: the issue's "about 92% on real photos" case, which the gate must reject."""
+    onnx-int8 before issue 9) agreed with it on 89.1% of 46 decisive probes on an AVX-512 Zen 4 (2026-12-07), where
+    the right one agrees on 100% of 43: the issue's "about 92% on real photos" case, which the gate must reject. On
+    an AVX2 Zen 3, whose init is another file (README, "The verification init"), 76.5% of 51, the right one 96.1%."""
     fp32 = exported("effnet_b0", "onnx", together=("onnx-int8",))  # with an int8 target: on the verification init
     assert fp32.manifest["weights"]["source"] == "verification"
     card, contract = get_card("effnet_b0"), Contract.from_dict(fp32.manifest["contract"])
     views = load_calibration(card, size=40).data
     report = _check_wrong("effnet_b0", minmax_int8(fp32.file, views, tmp_path / "minmax.onnx"), contract)
     assert not report.passed
-    assert 0.8 < report.by_kind["image"].top1_agreement < TOLERANCES["int8"].min_top1_agreement
+    assert 0.7 < report.by_kind["image"].top1_agreement < TOLERANCES["int8"].min_top1_agreement
 
 
 def _check_wrong(model: str, wrong: Path, contract: Contract):
