@@ -15,7 +15,8 @@ logits (35-53% top-1, docs/models.md). So the Lite is the teacher:
    reach 38-75 where the teacher's ReLU6 stopped at 6, and a correct int8 artifact then agreed on 62-80% of decisive
    probes: the verdict would have failed right artifacts.
 
-Everything runs on one thread with seeded batches, so every machine with these pins builds the same bytes.
+Everything runs on one thread with seeded batches, so every CPU of one kind with these pins builds the same bytes
+(an AVX2 and an AVX-512 CPU build different files; see the package's docstring).
 """
 
 from __future__ import annotations
