@@ -135,6 +135,10 @@ def test_verify_names_the_file_to_copy_when_the_init_was_built_on_another_kind_o
     assert f"the exporting machine's PyTorch kernels were {elsewhere}" in error
     assert f"Copy that file from the exporting machine's cache to {verification_weights(get_card('effnet_lite3'))}" \
         in error
+    manifest["weights"]["init"]["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # same kind of CPU
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(moved)]) == 2
+    assert "so the pinned versions differ (compare the manifest's `tools` with this install)" in capsys.readouterr().err
 
 
 def test_models_without_a_verification_init_say_so() -> None:

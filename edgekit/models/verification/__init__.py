@@ -112,12 +112,16 @@ def mismatch(card: ModelCard, recorded: dict, built: Path, actual: str) -> str:
     another, and what to do."""
     exported_on = (recorded.get("init") or {}).get("cpu_capability")
     here = torch.backends.cpu.get_cpu_capability()
-    kinds = (f"the exporting machine's PyTorch kernels were {exported_on}, this one's are {here}" if exported_on
-             else f"this machine's PyTorch kernels are {here}")
+    if exported_on == here:
+        why = (f"both machines' PyTorch kernels are {here}, so the pinned versions differ (compare the manifest's "
+               f"`tools` with this install) or the file was changed")
+    else:
+        kinds = f"were {exported_on}, this one's are {here}" if exported_on else f"are not recorded, this one's are {here}"
+        why = (f"the init is computed in float arithmetic whose last bits follow the CPU's vector instructions (the "
+               f"exporting machine's PyTorch kernels {kinds}), so each kind of CPU builds other weights")
     return (f"{card.name}'s verification init built here ({built}, sha256 {actual}) is not the one this artifact was "
-            f"exported from (sha256 {recorded['sha256']}): the init is computed in float arithmetic whose last bits "
-            f"follow the CPU's vector instructions ({kinds}), and a network fitted step by step from it ends elsewhere. "
-            f"Copy that file from the exporting machine's cache to {built}, or export the artifact again here.")
+            f"exported from (sha256 {recorded['sha256']}): {why}. Copy that file from the exporting machine's cache "
+            f"to {built}, or export the artifact again here.")
 
 
 def serialize(state: dict[str, torch.Tensor]) -> bytes:
