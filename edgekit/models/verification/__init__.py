@@ -116,7 +116,8 @@ def mismatch(card: ModelCard, recorded: dict, built: Path, actual: str) -> str:
         why = (f"both machines' PyTorch kernels are {here}, so the pinned versions differ (compare the manifest's "
                f"`tools` with this install) or the file was changed")
     else:
-        kinds = f"were {exported_on}, this one's are {here}" if exported_on else f"are not recorded, this one's are {here}"
+        kinds = (f"were {exported_on}, this one's are {here}" if exported_on
+                 else f"are not recorded, this one's are {here}")
         why = (f"the init is computed in float arithmetic whose last bits follow the CPU's vector instructions (the "
                f"exporting machine's PyTorch kernels {kinds}), so each kind of CPU builds other weights")
     return (f"{card.name}'s verification init built here ({built}, sha256 {actual}) is not the one this artifact was "
