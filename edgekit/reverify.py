@@ -52,13 +52,15 @@ def reference_model(manifest: dict):
     weights_file = None
     _check_init_version(manifest["model"], recorded)
     if recorded["source"] is not None:
-        weights_file = weights_path(get_card(manifest["model"]), recorded["source"])
+        card = get_card(manifest["model"])
+        weights_file = weights_path(card, recorded["source"])
         actual = sha256_file(weights_file)
-        if actual != recorded["sha256"] and recorded["source"] == verification.KEYWORD:
-            raise WeightsError(verification.mismatch(get_card(manifest["model"]), recorded, weights_file, actual))
         if actual != recorded["sha256"]:
-            raise WeightsError(f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from "
-                               f"weights with sha256 {recorded['sha256']}; refusing to compare it with other weights")
+            ours = recorded["source"] == verification.KEYWORD
+            raise WeightsError(
+                verification.mismatch(card, recorded, weights_file, actual) if ours
+                else f"the weights at {weights_file} have sha256 {actual}, but the artifact was exported from weights "
+                     f"with sha256 {recorded['sha256']}; refusing to compare it with other weights")
     return create_model(manifest["model"], weights=weights_file, num_classes=manifest_card(manifest).num_classes)
 
 
