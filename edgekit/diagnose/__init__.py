@@ -78,6 +78,11 @@ def diagnose(artifact_dir: str | Path, data: str | Path | None = None, threads: 
             sums.add(pair.point, ref[pair.point], art[pair.tensor.name])
     report = _report(manifest, artifact, probes, reference, matches, unmatched, sums)
     report.notes += _notes(artifact)
+    dead = [layer.module for layer in report.layers if layer.sqnr_db is None]
+    if dead:
+        report.notes.append(f"{len(dead)} layer(s) compute exactly zero on every image in PyTorch (a dead branch, such as "
+                            "a BatchNorm with zero scale and shift), so they have no SQNR and are not ranked; the error "
+                            f"they let through shows in the layer that reads them: {', '.join(dead)}")
     return report
 
 
@@ -137,21 +142,25 @@ def _run(tap, images: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
 
 def _report(manifest, artifact, probes, reference, matches, unmatched, sums: Accumulator) -> Report:
     matched = {pair.point for pair in matches}
-    nsr = {point: sums.nsr(point) for point in matched}
+    # A dead point (reference zero on every image) has no ratio; it passes none on, and what error it lets through
+    # is measured where it is read.
+    nsr = {point: 0.0 if sums.dead(point) else sums.nsr(point) for point in matched}
     layers = []
     for index, pair in enumerate(matches):
         point = reference.points[pair.point]
         modules = reference.span(pair.point, matched)
         inbound = _input_nsr(reference, pair.point, nsr, {})
         added = nsr[pair.point] - inbound
+        live = not sums.dead(pair.point)
         layers.append(LayerError(
             index=index, module=_layer_name(reference, modules, pair.point), modules=modules,
             kind="+".join(reference.points[m].kind for m in modules), shape=list(point.shape),
             artifact_tensor=pair.tensor.name, artifact_op=pair.tensor.op, matched_by=pair.by,
-            sqnr_db=sums.sqnr_db(pair.point), relative_error=float(np.sqrt(nsr[pair.point])),
-            cosine=sums.cosine(pair.point), input_sqnr_db=_db(inbound),
-            added_db=_db(added) if added > 0 else None,
-            drop_db=_db(inbound) - sums.sqnr_db(pair.point) if inbound > 0 else None))
+            sqnr_db=sums.sqnr_db(pair.point) if live else None,
+            relative_error=float(np.sqrt(nsr[pair.point])) if live else None,
+            cosine=sums.cosine(pair.point) if live else None, input_sqnr_db=_db(inbound),
+            added_db=_db(added) if live and added > 0 else None,
+            drop_db=_db(inbound) - sums.sqnr_db(pair.point) if live and inbound > 0 else None))
     weighted = [name for name, p in reference.points.items() if p.kind.startswith(WEIGHTED)]
     covered = {m for layer in layers for m in layer.modules}
     return Report(

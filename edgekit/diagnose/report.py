@@ -5,6 +5,10 @@ over all probe images, in dB: 40 dB means the error's power is 1/10,000 of the s
 error a layer *adds* is its noise-to-signal ratio minus that of the inputs it reads (error that
 merely flows through keeps the ratio); it is written as an SQNR too ("added dB": lower is worse),
 so a layer that adds nothing has none and the layer where error enters ranks first.
+
+A layer whose PyTorch output is exactly zero on every probe (a dead branch: a BatchNorm with zero scale and shift,
+say) has no SQNR: its figures are null in the JSON and it is not ranked; any error it lets through shows in the
+layer that reads it.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ class LayerError:
     artifact_tensor: str
     artifact_op: str
     matched_by: str
-    sqnr_db: float
-    relative_error: float
-    cosine: float
+    sqnr_db: float | None  # None: the reference is zero on every probe (see the module's docstring)
+    relative_error: float | None
+    cosine: float | None
     input_sqnr_db: float
     added_db: float | None
     drop_db: float | None
@@ -104,7 +108,8 @@ class Report:
 
         x = [layer.index for layer in self.layers]
         figure, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
-        top.plot(x, [min(layer.sqnr_db, EXACT_DB) for layer in self.layers], marker=".")
+        top.plot(x, [math.nan if layer.sqnr_db is None else min(layer.sqnr_db, EXACT_DB) for layer in self.layers],
+                 marker=".")
         top.set_ylabel("SQNR vs PyTorch (dB)")
         top.set_title(f"{self.model} {self.target}: error along the network ({self.images} images)")
         top.grid(alpha=0.3)
@@ -135,6 +140,10 @@ class Accumulator:
         error = artifact - reference
         sums = np.array([np.sum(reference**2), np.sum(error**2), np.sum(reference * artifact), np.sum(artifact**2)])
         self.sums[point] = self.sums.get(point, 0) + sums
+
+    def dead(self, point: str) -> bool:
+        """Whether the reference is exactly zero at `point` on every image, so that no ratio to it exists."""
+        return not self.sums[point][0] > 0
 
     def nsr(self, point: str) -> float:
         signal, noise = self.sums[point][:2]

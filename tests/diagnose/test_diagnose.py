@@ -92,6 +92,36 @@ def test_tflite_layers_are_paired_by_value(exported, photos) -> None:
     assert report.coverage["by_name"] == 0 and min(layer.sqnr_db for layer in report.layers) > 50
 
 
+@pytest.mark.slow
+def test_a_dead_branch_has_no_sqnr_and_the_json_stays_strict(photos, tmp_path) -> None:
+    """A residual block whose projection BatchNorm has zero scale and shift outputs exactly zero: there is no ratio
+    to its signal. It was ranked worst at -inf dB and written as `-Infinity`, which no strict JSON parser reads."""
+    import torch
+
+    from edgekit import export
+    from edgekit.models import create_model
+
+    dead = "features.3.conv.2"  # features.3 (24 -> 24 channels) keeps only its skip connection
+    model = create_model(MODEL, weights="imagenet")
+    with torch.no_grad():
+        model.features[3].conv[3].weight.zero_()
+        model.features[3].conv[3].bias.zero_()
+    checkpoint = tmp_path / "dead-branch.pt"
+    torch.save(model.state_dict(), checkpoint)
+    artifact = export(MODEL, "onnx", weights=checkpoint, out=tmp_path / "out", progress=False)
+
+    report = diagnose(artifact.directory, data=photos, threads=1)
+    layer = next(layer for layer in report.layers if layer.module == dead)
+    assert layer.sqnr_db is None and layer.relative_error is None and layer.added_db is None
+    assert dead not in [worst.module for worst in report.worst()]
+    assert any(dead in note and "no SQNR" in note for note in report.notes)
+    others = [other.sqnr_db for other in report.layers if other.module != dead]
+    assert all(value is not None and value > 90 for value in others)  # fp32: every live layer exact to float error
+    json.loads(json.dumps(report.to_dict(), allow_nan=False))  # raises on inf or nan
+    report.plot(tmp_path / "diagnose.png")
+    assert (tmp_path / "diagnose.png").stat().st_size > 10_000
+
+
 def test_bad_input_names_the_supported_targets(tmp_path) -> None:
     with pytest.raises(InvalidSpecError, match="not a folder"):
         diagnose(tmp_path / "absent")
