@@ -113,6 +113,8 @@ def export(
         init_note = (f"{base.name} has no offline weights and its random init cannot judge int8 (near-tie logits), so "
                      f"this export uses edgekit's verification init ({verification.summary(base)}). "
                      "Pass --weights CKPT to export your own.")
+        if (other_size := verification.size_note(base, input_size)) is not None:
+            init_note += f" At --input-size {input_size}: {other_size}"
     weights_file = str(weights_path(base, weights)) if weights is not None else None
     card = model_card(model, num_classes=num_classes, input_size=input_size, weights=weights_file)
     _check_options(targets, batch, dynamic_batch, io_dtype, calib, calib_size)

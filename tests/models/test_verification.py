@@ -18,7 +18,7 @@ from edgekit.errors import WeightsError
 from edgekit.images import find_images, load_batch
 from edgekit.models import create_model, get_card
 from edgekit.cli import main
-from edgekit.models.verification import FITTED, SOURCES, build, serialize, verification_weights
+from edgekit.models.verification import FITTED, SOURCES, build, serialize, size_note, verification_weights
 from edgekit.models.weights import weights_path
 from edgekit.parity import TOLERANCES, build_probes, check
 from edgekit.parity.metrics import DECISIVE_MARGIN
@@ -156,3 +156,12 @@ def test_verification_init_rebuilds_bit_for_bit(model: str) -> None:
     assert cached.keys() == rebuilt.keys()
     assert all(torch.equal(cached[k], rebuilt[k]) for k in cached)
     assert serialize(rebuilt) == verification_weights(card).read_bytes()  # the bytes whose sha256 manifests record
+
+
+def test_another_input_size_warns_that_the_init_was_measured_at_its_own() -> None:
+    """effnet_b0's init fails right int8 artifacts at 240 px (docs/models.md, session 21): an export at another size
+    says so instead of leaving a PARITY FAILED unexplained."""
+    card = get_card("effnet_b0")
+    assert size_note(card, None) is None and size_note(card, card.input_size) is None
+    note = size_note(card, 240)
+    assert note is not None and "224 px" in note and "240 px" in note and "PARITY FAILED" in note

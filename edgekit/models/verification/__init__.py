@@ -84,6 +84,19 @@ def summary(card: ModelCard) -> str:
     return f"{SOURCES[card.name]}'s trained weights {how}; not a trained model"
 
 
+def size_note(card: ModelCard, input_size: int | None) -> str | None:
+    """What to expect when the init is used at another input size than the one its verdicts were measured at.
+
+    effnet_b0's init verifies its static int8 targets at 224 px on thin margins (logit SQNR about 12 dB); at 240 px
+    the same right artifacts agreed on 94.4% (onnx-int8) and 88.9% (executorch-int8) of decisive probes, below the
+    95% bar (docs/models.md, session 21)."""
+    if input_size is None or input_size == card.input_size:
+        return None
+    return (f"its int8 verdicts were measured at {card.input_size} px; at {input_size} px its int8 margin may not hold "
+            f"(effnet_b0's init at 240 px failed 2 of 3 right static int8 artifacts, docs/models.md), so a PARITY "
+            f"FAILED at this size may be about the init rather than the artifact.")
+
+
 def cache_path(card: ModelCard) -> Path:
     """Where the built init is kept: one file per model, class count and init version."""
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekit" / "verification"
