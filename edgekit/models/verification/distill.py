@@ -97,11 +97,12 @@ def paired_units(teacher: nn.Module, student: nn.Module) -> list[tuple[nn.Module
 
 def fake_quant(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
     """Forward hook: `output` rounded to uint8 over its own range (per tensor), gradients passed straight through."""
-    low, high = output.detach().amin().clamp(max=0), output.detach().amax().clamp(min=0)
-    step = (high - low).clamp(min=1e-8) / 255
-    zero = torch.round(-low / step)
-    quantized = (torch.clamp(torch.round(output / step) + zero, 0, 255) - zero) * step
-    return output + (quantized - output).detach()
+    with torch.no_grad():  # the rounding error, computed in place: the same arithmetic in a third of the memory traffic
+        low, high = output.amin().clamp(max=0), output.amax().clamp(min=0)
+        step = (high - low).clamp(min=1e-8) / 255
+        zero = torch.round(-low / step)
+        error = (output / step).round_().add_(zero).clamp_(0, 255).sub_(zero).mul_(step).sub_(output)
+    return output + error
 
 
 class WeightFakeQuant(nn.Module):
