@@ -19,20 +19,19 @@ from torch import nn
 
 from edgekit.models import create_model, get_card
 from edgekit.models.verification import verification_weights
-from edgekit.models.verification.transplant import conv_layers
+from edgekit.models.verification.transplant import conv_layers, fit_shape
 
 
 def widened(tensor: torch.Tensor, shape: torch.Size, fan_in: int | None = None) -> torch.Tensor:
-    """`tensor` with each dimension repeated cyclically (or cut) to `shape`; the `fan_in` dimension's repeats divided
-    by their count, so that a layer reading repeated channels sums to what it did."""
-    for dim, size in enumerate(shape):
-        old = tensor.shape[dim]
-        index = torch.arange(size) % old if size >= old else torch.arange(size)
-        tensor = tensor.index_select(dim, index)
-        if dim == fan_in and size > old:
-            counts = torch.bincount(index, minlength=old).to(tensor.dtype)[index]
-            tensor = tensor / counts.view([-1 if d == dim else 1 for d in range(tensor.ndim)])
-    return tensor.clone()
+    """`fit_shape` (each dimension repeated cyclically, or cut, to `shape`), with the `fan_in` dimension's repeats
+    divided by their count, so that a layer reading repeated channels sums to what it did."""
+    grown = fit_shape(tensor, shape)
+    old, size = (tensor.shape[fan_in], shape[fan_in]) if fan_in is not None else (0, 0)
+    if size > old:
+        index = torch.arange(size) % old
+        counts = torch.bincount(index).to(grown.dtype)[index]
+        grown /= counts.view([-1 if d == fan_in else 1 for d in range(grown.ndim)])
+    return grown
 
 
 @torch.no_grad()
