@@ -144,14 +144,15 @@ def _report(manifest, artifact, probes, reference, matches, unmatched, sums: Acc
     matched = {pair.point for pair in matches}
     # A dead point (reference zero on every image) has no ratio; it passes none on, and what error it lets through
     # is measured where it is read.
-    nsr = {point: 0.0 if sums.dead(point) else sums.nsr(point) for point in matched}
+    dead = {point for point in matched if sums.dead(point)}
+    nsr = {point: 0.0 if point in dead else sums.nsr(point) for point in matched}
     layers = []
     for index, pair in enumerate(matches):
         point = reference.points[pair.point]
         modules = reference.span(pair.point, matched)
         inbound = _input_nsr(reference, pair.point, nsr, {})
         added = nsr[pair.point] - inbound
-        live = not sums.dead(pair.point)
+        live = pair.point not in dead
         layers.append(LayerError(
             index=index, module=_layer_name(reference, modules, pair.point), modules=modules,
             kind="+".join(reference.points[m].kind for m in modules), shape=list(point.shape),
