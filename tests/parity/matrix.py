@@ -23,8 +23,8 @@ UNDECIDABLE_REASON = (
     "no offline ImageNet weights and no verification init: " + INT8_UNJUDGEABLE + ". edgekit refuses to call it "
     "verified (tests/exporters/test_families.py checks that refusal). B1-B3 have no verification init: B0's recipe, "
     "applied to B1 from the trained Lite1, left its right int8 artifacts at 29-74% agreement, and B0's own init "
-    "grown into B1-B3 at 81-94% (README, 'The verification init'). The int8 paths are verified on MobileNetV2 and EfficientNet-Lite0-2 (ImageNet weights), "
-    "Lite3-4 and B0 (verification init).")
+    "grown into B1-B3 at 81-94% (README, 'The verification init'). The int8 paths are verified on MobileNetV2 and "
+    "EfficientNet-Lite0-2 (ImageNet weights), Lite3-4 and B0 (verification init).")
 
 
 def _unsupported() -> dict[tuple[str, str], str]:
