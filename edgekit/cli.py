@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Sequence
 
 from edgekit.errors import EdgekitError, ExportFailures, MissingBackendError
+from edgekit.pipeline.allocator import keep_freed_memory
 
 TRACEBACK_ENV = "EDGEKIT_TRACEBACK"
 # 128 + SIGPIPE, what a shell reports for a program killed writing to a closed pipe.
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    keep_freed_memory()
     try:
         code = args.handler(args) or 0
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at exit

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from edgekit.pipeline.allocator import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 IMAGENET_SAMPLE = SHARED_DATA / "imagenet-sample"
 
 torch.set_num_threads(1)
+keep_freed_memory()  # as the CLI does for itself: the exports these tests run in-process fault fewer pages
 
 
 def pytest_addoption(parser) -> None:

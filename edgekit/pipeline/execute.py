@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, ExportError
+from edgekit.pipeline.allocator import allocator_env
 from edgekit.pipeline.forkserver import Child, ForkServer, ended, tail
 from edgekit.pipeline.spec import ExportSpec
 from edgekit.pipeline.staging import disk_error
@@ -91,7 +92,7 @@ class Executor:
 
     def warm(self, home: Path, log: Path) -> None:
         """Starts the step server, which imports what every step needs while the caller prepares the first."""
-        env = dict(thread_env(self.slots), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(allocator_env(thread_env(self.slots)), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
         self.server = ForkServer(home, env, log)
 
     def start(self, job: Job) -> None:
