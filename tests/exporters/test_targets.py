@@ -67,9 +67,14 @@ def test_linear_only_quantization_says_so(exported) -> None:
 
 
 @pytest.mark.slow
-def test_lite_with_odd_feature_maps_exports_exactly(exported, imagenet_sample) -> None:
-    # 260 -> 130 -> 65: TF SAME padding on odd sizes once exported wrong and the fp32 gate caught it.
-    artifact = exported("effnet_lite2", "onnx", weights="imagenet", data=str(imagenet_sample))
+def test_lite_with_odd_feature_maps_exports_exactly(exported, imagenet_sample, tmp_path) -> None:
+    # 260 -> 130 -> 65: TF SAME padding on odd sizes once exported wrong and the fp32 gate caught it. Every 4th
+    # photo: all 500 took 230-240 s of the suite on an AVX2 Zen 3 for the same verdict (top-1 90.8% both sides).
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted(imagenet_sample.iterdir())[::4]:  # linked, never copied
+        (photos / photo.name).symlink_to(photo)
+    artifact = exported("effnet_lite2", "onnx", weights="imagenet", data=str(photos))
     final = artifact.report.steps[-1].metrics
     assert artifact.status == "verified" and final.failed_elements == 0
     assert final.accuracy["artifact_top1"] == final.accuracy["reference_top1"] > 0.8
