@@ -42,6 +42,14 @@ def imagenet_sample() -> Path:
     return IMAGENET_SAMPLE
 
 
+def linked_photos(folder: Path, photos) -> Path:
+    """`folder` holding symlinks to `photos` (ImageNet photos are linked, never copied into the project)."""
+    folder.mkdir()
+    for photo in photos:
+        (folder / photo.name).symlink_to(photo)
+    return folder
+
+
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Gives every BatchNorm non-trivial statistics, so a wrong epsilon or order shows in the output."""
     generator = torch.Generator().manual_seed(seed)

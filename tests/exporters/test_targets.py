@@ -9,6 +9,7 @@ import pytest
 from edgekit.manifest import sha256_file
 from edgekit.models import get_card
 from edgekit.targets import get_target, list_targets
+from tests.conftest import linked_photos
 
 
 # OpenVINO's targets are exported together, sharing their steps, in tests/runners/test_openvino.py.
@@ -70,10 +71,7 @@ def test_linear_only_quantization_says_so(exported) -> None:
 def test_lite_with_odd_feature_maps_exports_exactly(exported, imagenet_sample, tmp_path) -> None:
     # 260 -> 130 -> 65: TF SAME padding on odd sizes once exported wrong and the fp32 gate caught it. Every 4th
     # photo: all 500 took 230-240 s of the suite on an AVX2 Zen 3 for the same verdict (top-1 90.8% both sides).
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for photo in sorted(imagenet_sample.iterdir())[::4]:  # linked, never copied
-        (photos / photo.name).symlink_to(photo)
+    photos = linked_photos(tmp_path / "photos", sorted(imagenet_sample.iterdir())[::4])
     artifact = exported("effnet_lite2", "onnx", weights="imagenet", data=str(photos))
     final = artifact.report.steps[-1].metrics
     assert artifact.status == "verified" and final.failed_elements == 0

@@ -16,6 +16,7 @@ from edgekit.parity import TOLERANCES, build_probes, check
 from edgekit.runners import runner_for
 from edgekit.runners.torch_runner import TorchRunner
 from edgekit.pipeline.spec import ExportSpec
+from tests.conftest import linked_photos
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mobilenet_v2")]
 MODEL = "mobilenet_v2"
@@ -135,10 +136,7 @@ def test_int8_that_loses_agreement_on_real_photos_is_rejected(exported, onnx_art
     """
     from edgekit.calibration import load_calibration
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for photo in sorted(imagenet_sample.iterdir()):  # 500 photos, linked, never copied
-        (photos / photo.name).symlink_to(photo)
+    photos = linked_photos(tmp_path / "photos", sorted(imagenet_sample.iterdir()))  # all 500
     right = exported(MODEL, "onnx-int8", weights="imagenet", data=str(photos))
     assert right.status == "verified"
     path, contract = onnx_artifact

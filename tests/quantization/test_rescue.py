@@ -10,6 +10,7 @@ import pytest
 
 from edgekit.cli import main
 from edgekit.quantization.layers import module_of
+from tests.conftest import linked_photos
 
 MODEL = "mobilenet_v2"
 
@@ -84,10 +85,7 @@ def test_a_layer_kept_in_float_is_float_in_the_file_and_named_in_the_manifest(ex
 
 @pytest.mark.parity
 def test_auto_keeps_the_fewest_layers_that_meet_the_budget(exported, imagenet_sample, tmp_path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sorted(imagenet_sample.iterdir())[1::4]:
-        (photos / path.name).symlink_to(path)
+    photos = linked_photos(tmp_path / "photos", sorted(imagenet_sample.iterdir())[1::4])
     artifact = exported(MODEL, "onnx-int8", weights="imagenet", keep_float="auto", max_drop=0.5, data=str(photos))
     rescue = json.loads((artifact.directory / "manifest.json").read_text())["steps"][-1]["info"]["rescue"]
     assert rescue["met"] and rescue["final"]["drop"] <= 0.5

@@ -15,7 +15,7 @@ from edgekit.calibration import demo_image
 from edgekit.cli import main
 from edgekit.models import create_model, list_models
 from edgekit.training import recipe as recipes
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, linked_photos
 
 COARSE = SHARED_DATA / "coarse-classes.tsv"
 CLASSES = 9
@@ -215,10 +215,7 @@ def test_a_relative_checkpoint_path_resolves_for_the_converter_steps(tmp_path, m
 @pytest.mark.xdist_group("mobilenet_v2")
 def test_eval_reads_synsets_from_file_names(exported, imagenet_sample: Path, tmp_path: Path, capsys) -> None:
     artifact = exported("mobilenet_v2", "onnx", weights="imagenet")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for path in sorted(imagenet_sample.glob("*.JPEG"))[:60]:
-        (photos / path.name).symlink_to(path)
+    photos = linked_photos(tmp_path / "photos", sorted(imagenet_sample.glob("*.JPEG"))[:60])
     out = tmp_path / "eval"
     assert main(["eval", str(artifact.directory), "--data", str(photos), "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
