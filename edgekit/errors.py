@@ -47,9 +47,15 @@ class IntegrityError(UsageError):
 
 
 class ParityError(EdgekitError):
-    """An artifact does not compute what the reference model computes."""
+    """An artifact does not compute what the reference model computes. `artifact` is the failing Artifact, kept for
+    inspection, where one was written (None otherwise)."""
 
     exit_code = 3
+    artifact = None
+
+
+class BudgetNotMetError(ParityError):
+    """No candidate of a `--keep-float auto` search meets `--max-drop` on the user's images."""
 
 
 class MissingBackendError(EdgekitError):

@@ -141,6 +141,24 @@ def test_a_step_whose_server_dies_says_so(tmp_path: Path) -> None:
     assert str(tmp_path / "a.log") in message
 
 
+def test_an_edgekit_error_inside_a_step_reaches_the_caller_typed(tmp_path: Path) -> None:
+    """A step that stops on an edgekit error (here the weights file vanished after the export checked it) raises
+    that error in the parent, with its exit code and message and the step's log named; the traceback stays in
+    the log. It used to read "exited with code 1", the traceback, exit 1."""
+    from edgekit.errors import WeightsError
+    from edgekit.pipeline.execute import run_step
+    from edgekit.pipeline.spec import ExportSpec
+
+    spec = ExportSpec(model=SMALL, target="onnx", weights="gone.pth", weights_file=str(tmp_path / "gone.pth"))
+    with pytest.raises(WeightsError) as raised:
+        run_step("onnx:export_onnx", "model", tmp_path / "model.onnx", spec, tmp_path / "step.log")
+    message = str(raised.value)
+    assert raised.value.exit_code == 2 and "gone.pth" in message and "Traceback" not in message, message
+    assert message.endswith(f"The step's log: {tmp_path / 'step.log'}")
+    assert "Traceback" in (tmp_path / "step.log").read_text()
+    assert not list(tmp_path.glob("*.error")) and not (tmp_path / "model.onnx").exists()
+
+
 def test_a_cuda_step_starts_a_fresh_interpreter(tmp_path: Path) -> None:
     """TensorRT's steps (FRESH_PROCESS) run `python -m edgekit.pipeline.worker`, not in a forked copy of the server."""
     import json
@@ -154,9 +172,13 @@ def test_a_cuda_step_starts_a_fresh_interpreter(tmp_path: Path) -> None:
                                    "spec": ExportSpec(model=SMALL, target="tensorrt-fp16").to_dict(), "verify": None}))
     server = ForkServer(tmp_path, dict(os.environ), tmp_path / "server.log")
     try:
-        assert server.fork("k", request, tmp_path / "step.log", tmp_path, "tensorrt:engine_fp16").wait(120) == 1
+        code = server.fork("k", request, tmp_path / "step.log", tmp_path, "tensorrt:engine_fp16").wait(120)
     finally:
         server.close()
+    if code == 4:  # no TensorRT here: its typed error is left beside the result for the parent, in __main__ too
+        assert json.loads((tmp_path / "result.json.error").read_text())["type"] == "MissingBackendError"
+    else:  # TensorRT installed: it fails on the missing ONNX file
+        assert code == 1
     log = (tmp_path / "step.log").read_text()
     assert 'edgekit/pipeline/worker.py", line' in log and "in <module>" in log, log  # run as __main__
 

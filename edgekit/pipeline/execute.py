@@ -152,6 +152,9 @@ class Executor:
         _signal_group(run.process, signal.SIGKILL)  # anything the step left running
         run.request.unlink(missing_ok=True)
         code = run.process.returncode
+        raised = _raised(run.result, job.log)
+        if raised is not None:
+            return Done(job, error=raised)
         if code != 0 or not run.result.is_file() or not job.output.exists():
             return Done(job, error=_failure(job, code, run.process.server.lost(run.process.pid)))
         report = json.loads(run.result.read_text())
@@ -164,6 +167,22 @@ class Executor:
             if now - run.heartbeat >= HEARTBEAT_S and now - run.started >= HEARTBEAT_S:
                 run.heartbeat = now
                 self.say(f"        ... {run.job.name or run.job.exporter} still running ({now - run.started:.0f}s)")
+
+
+def _raised(result: Path, log: Path) -> EdgekitError | None:
+    """The typed edgekit error a step stopped on (see `worker.execute`), naming the step's log, or None."""
+    from edgekit import errors
+    from edgekit.pipeline.worker import error_file
+
+    path = error_file(result)
+    if not path.is_file():
+        return None
+    raised = json.loads(path.read_text())
+    path.unlink()
+    kind = getattr(errors, raised["type"], None)
+    if not (isinstance(kind, type) and issubclass(kind, EdgekitError)):
+        kind = ExportError
+    return kind(f"{raised['message']}\nThe step's log: {log}")
 
 
 def _failure(job: Job, code: int, server_death: str | None = None) -> EdgekitError:

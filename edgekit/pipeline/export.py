@@ -20,7 +20,8 @@ import numpy as np
 from edgekit.calibration import DEFAULT_SIZE, load_calibration
 from edgekit.card import ModelCard
 from edgekit.contract import Contract
-from edgekit.errors import EdgekitError, ExportFailures, InvalidSpecError, MissingBackendError, ParityError
+from edgekit.errors import (BudgetNotMetError, EdgekitError, ExportFailures, InvalidSpecError, MissingBackendError,
+                            ParityError)
 from edgekit.manifest import now, sha256_file, tool_versions
 from edgekit.models import create_model, get_card, model_card, replaced_head
 from edgekit.models import seeded, verification
@@ -99,7 +100,8 @@ def export(
 
     Raises:
         ParityError: (one target) a step missed its tolerance. The artifact is kept in
-            `<model>-<target>.parity-failed/` and the error's `artifact` attribute points at it.
+            `<model>-<target>.parity-failed/` and the error's `artifact` attribute points at it. Its subclass
+            BudgetNotMetError: `keep_float="auto"` found no candidate within `max_drop` (no artifact).
         ExportFailures: (several targets) some failed; its `artifacts` and `errors` say which.
         ExportError, ExportBusyError, MissingBackendError, UsageError subclasses: see `edgekit.errors`.
     """
@@ -408,8 +410,9 @@ def _summary(progress: Progress, names: list[str], artifacts: dict, errors: dict
             state = f"{artifacts[name].status:<14} {artifacts[name].directory}"
         elif name in errors:
             error = errors[name]
-            state = f"{'parity-failed' if isinstance(error, ParityError) else 'failed':<14} " \
-                    f"exit {error.exit_code}: {str(error).splitlines()[0][:150]}"
+            label = ("budget-not-met" if isinstance(error, BudgetNotMetError)
+                     else "parity-failed" if isinstance(error, ParityError) else "failed")
+            state = f"{label:<14} exit {error.exit_code}: {str(error).splitlines()[0][:150]}"
         else:
             state = f"{'skipped':<14} {skipped.get(name, '')[:150]}"
         progress.say(f"  {name:<24} {state}")

@@ -17,6 +17,7 @@ import resource
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from edgekit.pipeline.spec import ExportSpec
@@ -90,10 +91,28 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def error_file(result: Path) -> Path:
+    """Where a step that stopped on an edgekit error leaves its type and message for the parent."""
+    return result.with_name(f"{result.name}.error")
+
+
 def execute(request_file: Path) -> int:
-    """Runs the step that `request_file` describes and writes its report where the request says."""
+    """Runs the step that `request_file` describes and writes its report where the request says.
+
+    A step that stops on an edgekit error (a budget not met, a bad option found late) writes the error's type and
+    message beside the report's path, so the parent raises the same typed error with its exit code; the traceback
+    stays in the step's log.
+    """
+    from edgekit.errors import EdgekitError
+
     request = json.loads(request_file.read_text())
-    result = run(request)
+    try:
+        result = run(request)
+    except EdgekitError as error:
+        traceback.print_stack()  # where the step ran from (the step server, or `python -m` for a fresh interpreter)
+        traceback.print_exc()
+        error_file(Path(request["result"])).write_text(json.dumps({"type": type(error).__name__, "message": str(error)}))
+        return error.exit_code
     Path(request["result"]).write_text(json.dumps(result, default=str))
     return 0
 
