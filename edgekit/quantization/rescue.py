@@ -61,14 +61,21 @@ def search(layers: list[str], measure: Callable[[list[str]], Score], budget: flo
            say: Callable[[str], None] = print) -> Rescue:
     """Greedy search for the fewest `layers` to keep in float so that the measured drop is within `budget`.
 
-    Each layer is first measured alone in float; they are then added in the order that lowered the
-    logit error most, one at a time, until the drop is within budget (or every layer is float).
-    `measure(kept)` quantizes with `kept` in float and scores the result.
+    Every layer in float is measured first: if even that misses the budget, no subset can be relied on to meet
+    it, and the search stops there (one candidate instead of twice the layer count). Otherwise each layer is
+    measured alone in float; they are then added in the order that lowered the logit error most, one at a
+    time, until the drop is within budget. `measure(kept)` quantizes with `kept` in float and scores the result.
     """
     baseline = measure([])
     say(f"all int8: drop {baseline.drop:.2f} points (budget {budget:g})")
     rescue = Rescue([], budget, baseline, baseline)
     if rescue.met:
+        return rescue
+    everything = measure(list(layers))
+    say(f"all {len(layers)} in float: drop {everything.drop:.2f} points")
+    if everything.drop > budget:
+        rescue.kept, rescue.score = list(layers), everything
+        rescue.steps.append((len(layers), everything))
         return rescue
     for index, layer in enumerate(layers, 1):
         rescue.ranking.append((layer, measure([layer])))
@@ -77,7 +84,7 @@ def search(layers: list[str], measure: Callable[[list[str]], Score], budget: flo
     rescue.ranking.sort(key=lambda item: (item[1].error, item[1].drop))
     for count in range(1, len(layers) + 1):
         kept = [name for name, _ in rescue.ranking[:count]]
-        score = measure(kept)
+        score = everything if count == len(layers) else measure(kept)
         rescue.steps.append((count, score))
         say(f"{count} in float: drop {score.drop:.2f} points")
         rescue.kept, rescue.score = kept, score
@@ -97,11 +104,17 @@ def user_images(spec) -> tuple[np.ndarray, np.ndarray | None]:
 
 def run(layers: list[str], measure: Callable[[list[str]], Score], spec, images: int, labelled: bool,
         what: str = "layers", hint: str = "") -> Rescue:
-    """`search` within `spec.max_drop`, announced in the step's log; raises RuntimeError when no set of layers meets it."""
+    """`search` within `spec.max_drop`, announced in the step's log.
+
+    Raises:
+        BudgetNotMetError: not even every layer in float meets the budget (exit code 3, as a failed verdict).
+    """
+    from edgekit.errors import BudgetNotMetError
+
     measured = "top-1 points lost" if labelled else "points of top-1 disagreement (the images have no labels)"
     print(f"keep-float search on {images} images of {spec.data}, budget {spec.max_drop:g} {measured}", flush=True)
     result = search(layers, measure, spec.max_drop, say=lambda line: print(line, flush=True))
     if not result.met:
-        raise RuntimeError(f"--max-drop {spec.max_drop:g}: even with all {len(layers)} {what} in float the drop is "
+        raise BudgetNotMetError(f"--max-drop {spec.max_drop:g}: even with all {len(layers)} {what} in float the drop is "
                            f"{result.score.drop:.2f} points on {images} images{hint}")
     return result
