@@ -170,8 +170,9 @@ def export(
     _summary(progress_out, names, artifacts, errors, skipped)
     if errors:
         failed = ", ".join(f"{name} ({type(error).__name__})" for name, error in errors.items())
-        raise ExportFailures(f"{len(errors)} of {len(names) - len(skipped)} targets failed: {failed}; "
-                             f"the {len(artifacts)} others are in {out}", artifacts, errors)
+        rest = f"; the {len(artifacts)} others are in {out}" if artifacts else ""
+        raise ExportFailures(f"{len(errors)} of {len(names) - len(skipped)} targets failed: {failed}{rest}",
+                             artifacts, errors)
     return artifacts
 
 
