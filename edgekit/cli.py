@@ -1,7 +1,8 @@
 """The `edgekit` command: parses arguments, calls the Python API, maps errors to exit codes.
 
 Exit codes: 0 success; 1 other failure; 2 bad usage or input (unknown name, bad option, unusable
-weights, unreadable or altered files); 3 parity failed; 4 a backend is missing; 130 and 143 when
+weights, unreadable or altered files); 3 parity failed (or no
+keep-float candidate met --max-drop); 4 a backend is missing; 130 and 143 when
 interrupted by SIGINT (Ctrl-C) or SIGTERM, after removing unfinished work; 141 when stdout's reader
 went away (`| head`).
 """
@@ -128,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                              "(comma-separated, may be repeated), or 'auto' with "
                              "--max-drop and --data: the fewest convolutions in float that meet the budget")
     export.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
-                        help="--keep-float auto: top-1 points the int8 model may lose on --data")
+                        help="--keep-float auto: top-1 points the int8 model may lose on --data (exit 3 when "
+                             "not even every convolution in float meets it)")
     _tolerance_options(export)
     _engine_options(export)
     export.set_defaults(handler=_export)
