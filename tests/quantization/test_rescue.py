@@ -119,17 +119,22 @@ def test_a_layer_kept_in_float_is_float_in_the_file_and_named_in_the_manifest(ex
     assert manifest["status"] == "verified"
 
 
+def _unlabelled(imagenet_sample: Path, folder: Path) -> Path:
+    """`folder` holding links to every 4th sample photo (125) under names without their synset: no labels."""
+    folder.mkdir()
+    for index, photo in enumerate(sorted(imagenet_sample.iterdir())[1::4]):
+        (folder / f"photo{index:03d}{photo.suffix}").symlink_to(photo)
+    return folder
+
+
 @pytest.mark.parity
 def test_auto_keeps_the_fewest_layers_that_meet_the_budget(imagenet_sample, tmp_path) -> None:
     from edgekit import export
     from edgekit.errors import BudgetNotMetError
 
-    # Links without the synset in their names: no labels, so the drop is the share of photos whose top-1 int8
-    # changes, which all-int8 does not keep at zero (on labelled photos its top-1 loss is 0, and nothing is searched).
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for index, photo in enumerate(sorted(imagenet_sample.iterdir())[1::4]):
-        (photos / f"photo{index:03d}{photo.suffix}").symlink_to(photo)
+    # Unlabelled, so the drop is the share of photos whose top-1 int8 changes, which all-int8 does not keep at zero
+    # (on these photos labelled, its top-1 loss is 0, and nothing would be searched).
+    photos = _unlabelled(imagenet_sample, tmp_path / "photos")
 
     def rescue_of(budget: float, out: str) -> dict:
         artifact = export(MODEL, "onnx-int8", weights="imagenet", keep_float="auto", max_drop=budget,
@@ -159,10 +164,7 @@ def test_a_budget_that_nothing_meets_fails_at_once_with_exit_3(imagenet_sample, 
     """Unlabelled photos and a budget of 0: every photo's top-1 must survive. On the AVX2 Zen 3 all-int8 changed 4 of
     125 and all 52 convolutions in float still 2 (the residual Adds stay int8), so the export stops after
     those two candidates (28 s, where it ranked and added all 52 in 398 s before) with exit 3 and no traceback."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for index, photo in enumerate(sorted(imagenet_sample.iterdir())[1::4]):
-        (photos / f"photo{index:03d}{photo.suffix}").symlink_to(photo)
+    photos = _unlabelled(imagenet_sample, tmp_path / "photos")
     code = main(["export", MODEL, "--target", "onnx-int8", "--weights", "imagenet", "--keep-float", "auto",
                  "--max-drop", "0", "--data", str(photos), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
