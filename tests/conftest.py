@@ -42,11 +42,12 @@ def imagenet_sample() -> Path:
     return IMAGENET_SAMPLE
 
 
-def linked_photos(folder: Path, photos) -> Path:
-    """`folder` holding symlinks to `photos` (ImageNet photos are linked, never copied into the project)."""
+def linked_photos(folder: Path, photos, unlabelled: bool = False) -> Path:
+    """`folder` holding symlinks to `photos` (ImageNet photos are linked, never copied into the project); with
+    `unlabelled`, named photo000, photo001... so that no synset (label) can be read from the names."""
     folder.mkdir()
-    for photo in photos:
-        (folder / photo.name).symlink_to(photo)
+    for index, photo in enumerate(photos):
+        (folder / (f"photo{index:03d}{photo.suffix}" if unlabelled else photo.name)).symlink_to(photo)
     return folder
 
 

@@ -11,6 +11,7 @@ import pytest
 from edgekit.cli import main
 from edgekit.quantization.layers import module_of
 from edgekit.quantization.rescue import Score, search
+from tests.conftest import linked_photos
 
 MODEL = "mobilenet_v2"
 
@@ -120,11 +121,8 @@ def test_a_layer_kept_in_float_is_float_in_the_file_and_named_in_the_manifest(ex
 
 
 def _unlabelled(imagenet_sample: Path, folder: Path) -> Path:
-    """`folder` holding links to every 4th sample photo (125) under names without their synset: no labels."""
-    folder.mkdir()
-    for index, photo in enumerate(sorted(imagenet_sample.iterdir())[1::4]):
-        (folder / f"photo{index:03d}{photo.suffix}").symlink_to(photo)
-    return folder
+    """Every 4th sample photo (125), linked under names without their synset: no labels."""
+    return linked_photos(folder, sorted(imagenet_sample.iterdir())[1::4], unlabelled=True)
 
 
 @pytest.mark.parity
