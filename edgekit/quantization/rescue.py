@@ -115,6 +115,6 @@ def run(layers: list[str], measure: Callable[[list[str]], Score], spec, images: 
     print(f"keep-float search on {images} images of {spec.data}, budget {spec.max_drop:g} {measured}", flush=True)
     result = search(layers, measure, spec.max_drop, say=lambda line: print(line, flush=True))
     if not result.met:
-        raise BudgetNotMetError(f"--max-drop {spec.max_drop:g}: even with all {len(layers)} {what} in float the drop is "
-                           f"{result.score.drop:.2f} points on {images} images{hint}")
+        raise BudgetNotMetError(f"--max-drop {spec.max_drop:g}: even with all {len(layers)} {what} in float the "
+                                f"drop is {result.score.drop:.2f} points on {images} images{hint}")
     return result
